@@ -1,0 +1,107 @@
+# gemma4.c build. Plain `make` builds ./gemma4 for any CPU of this
+# architecture: per-ISA kernel files get their own target flags and are
+# chosen at run time, so nothing here uses -march=native.
+
+MAKEFLAGS += -r
+CC      ?= cc
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+ALL_CFLAGS = $(CFLAGS) -std=c11 -Wall -Wextra -D_GNU_SOURCE -I.
+LDLIBS  += -lpthread -lm
+BUILD   ?= build
+RUN     ?=
+FUZZ_SECONDS ?= 60
+
+ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
+
+LIB_SRC   := gemma4.c sampler.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
+X86_SRC   := $(wildcard kernels/x86/*.c)
+ARM_SRC   := $(wildcard kernels/arm/*.c)
+ifeq ($(ARCH),x86_64)
+LIB_SRC   += $(X86_SRC)
+else ifeq ($(ARCH),aarch64)
+LIB_SRC   += $(ARM_SRC)
+endif
+CLI_SRC   := $(wildcard tools/*.c)
+TEST_SRC  := $(wildcard tests/test_*.c)
+FUZZ_SRC  := $(wildcard tests/fuzz_*.c)
+HDRS      := $(wildcard *.h gguf/*.h tokenizer/*.h kernels/*.h kernels/*/*.h tools/*.h tests/*.h)
+
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+LIB       := $(BUILD)/libgemma4.a
+
+# Each ISA file is compiled for its own target; the dispatcher only calls it
+# when the CPU reports the features.
+$(BUILD)/kernels/x86/avx2.o:   ISAFLAGS := -mavx2 -mfma -mf16c
+$(BUILD)/kernels/x86/avx512.o: ISAFLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+$(BUILD)/kernels/arm/dotprod.o: ISAFLAGS := -march=armv8.2-a+dotprod
+
+.PHONY: all test asan static fuzz fuzz-run neon-test check bench clean
+all: gemma4
+
+gemma4: $(BUILD)/gemma4
+	cp $< $@
+
+$(BUILD)/gemma4: $(CLI_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ISAFLAGS) -c -o $@ $<
+
+# Tests link the library and the CLI objects (minus main) so command
+# implementations can be tested in-process too.
+CLI_NOMAIN := $(filter-out $(BUILD)/tools/main.o,$(CLI_OBJ))
+$(BUILD)/tests/%: tests/%.c $(HDRS) $(LIB) $(CLI_NOMAIN)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(CLI_NOMAIN) $(LIB) $(LDLIBS)
+
+test: $(TEST_BIN) $(BUILD)/gemma4
+	GEMMA4_BIN=$(BUILD)/gemma4 RUN="$(RUN)" sh tests/run.sh $(TEST_BIN)
+
+# ASan + UBSan build of everything, then the whole test suite.
+asan:
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+# A fully static binary (musl) that runs on a machine with nothing installed.
+static:
+	$(MAKE) BUILD=build/static CC=musl-gcc LDFLAGS=-static build/static/gemma4
+	cp build/static/gemma4 gemma4-static
+
+# libFuzzer targets (clang), each linked against an instrumented library.
+FUZZ_BIN := $(FUZZ_SRC:tests/%.c=build/fuzz/%)
+fuzz:
+	$(MAKE) BUILD=build/fuzz CC=clang \
+	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+	  build/fuzz/libgemma4.a
+	@for s in $(FUZZ_SRC); do \
+	  b=build/fuzz/$$(basename $$s .c); \
+	  echo "clang $$s -> $$b"; \
+	  clang -std=c11 -D_GNU_SOURCE -I. -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -o $$b $$s build/fuzz/libgemma4.a -lpthread -lm || exit 1; \
+	done
+
+fuzz-run: fuzz
+	sh tests/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# aarch64 build with the cross compiler; kernel tests run under qemu-user.
+neon-test:
+	$(MAKE) BUILD=build/aarch64 CC=aarch64-linux-gnu-gcc LDFLAGS=-static \
+	  RUN=qemu-aarch64 test
+
+# Everything CI runs.
+check: test asan static fuzz-run neon-test
+	./gemma4-static --help > /dev/null
+
+bench: gemma4
+	sh tools/bench.sh
+
+clean:
+	rm -rf build gemma4 gemma4-static

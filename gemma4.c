@@ -1,0 +1,815 @@
+/* gemma4.c: the Gemma 4 model and its forward pass.
+ *
+ * Read it top to bottom against ../shared/spec/gemma4-architecture.md:
+ *   load:     §2 hyperparameters (gemma4.* keys) and §3 tensors, bound by name
+ *             with their expected shapes;
+ *   forward:  §4.1 token embedding, §4.2 per-layer embeddings, then per layer
+ *             §4.4 attention, §4.5/§4.6 feed-forward (dense or MoE), §4.7 PLE
+ *             injection and layer scale, and §4.8 the output head.
+ * All matmuls go through kernels/ (g4_matmul); this file never sees an ISA.
+ * GEMMA4_DUMP=1 prints every intermediate vector under the name llama.cpp
+ * gives the same graph node (spec §8.2b), to locate a mismatch.
+ */
+#include "gemma4.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+
+#define G4_MAX_LAYERS 512
+
+typedef struct layer {
+    /* derived properties (§2.2) */
+    bool swa;          /* sliding-window layer */
+    bool has_kv;       /* owns a KV cache (not in the shared tail) */
+    int32_t kv_src;    /* layer whose cache it reads */
+    int32_t head_dim, n_head_kv, n_rot, n_ff;
+    float rope_base;
+    bool moe;
+    /* attention */
+    const float *attn_norm, *attn_q_norm, *attn_k_norm, *post_attention_norm;
+    g4_weight attn_q, attn_k, attn_v, attn_output; /* attn_v.data NULL: V = raw K */
+    /* dense FFN (the always-on shared MLP on MoE layers) */
+    const float *ffn_norm, *post_ffw_norm;
+    g4_weight ffn_gate, ffn_up, ffn_down;
+    /* MoE */
+    g4_weight ffn_gate_inp;
+    const float *ffn_gate_inp_scale, *pre_ffw_norm_2, *post_ffw_norm_1, *post_ffw_norm_2;
+    const float *down_exps_scale;      /* NULL: every expert scale 1 */
+    g4_weight gate_exps, up_exps;      /* one expert's matrix; data of expert 0 */
+    g4_weight down_exps;
+    size_t gate_exps_stride, up_exps_stride, down_exps_stride; /* bytes per expert */
+    /* per-layer embedding input */
+    g4_weight inp_gate, proj;
+    const float *post_norm;
+    float out_scale;
+} layer;
+
+struct gemma4_model {
+    gguf_file *gguf;
+    g4_vocab *vocab;
+    char *path;
+    /* hyperparameters (§2.1) */
+    int32_t n_layer, n_embd, n_head, n_vocab, n_ctx_train;
+    int32_t n_swa, n_kv_from_start, n_embd_per_layer;
+    int32_t n_expert, n_expert_used, n_ff_exp;
+    float rms_eps, softcap;
+    layer layers[G4_MAX_LAYERS];
+    /* global tensors */
+    g4_weight token_embd, output, per_layer_token_embd, per_layer_model_proj;
+    const float *output_norm, *per_layer_proj_norm, *rope_freqs;
+    /* 1-D tensors are converted to f32 once; they are tiny */
+    float **owned;
+    size_t n_owned;
+};
+
+/* ---------------------------------------------------------------- loading */
+
+static int fail(char *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, G4_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* A u32 key; absent keys take def when not required. */
+static int key_u32(const gemma4_model *m, const char *key, bool required, uint32_t def, int32_t *out, char *err) {
+    uint32_t v = def;
+    int rc = gguf_get_u32(m->gguf, key, &v, err);
+    if (rc == GGUF_ETYPE) return -1;
+    if (rc == GGUF_ENOKEY && required) return fail(err, "%s: missing key '%s'", m->path, key);
+    if (v > INT32_MAX) return fail(err, "%s: key '%s' = %u is out of range", m->path, key, v);
+    *out = (int32_t)v;
+    return 0;
+}
+
+static int key_f32(const gemma4_model *m, const char *key, bool required, float def, float *out, char *err) {
+    *out = def;
+    int rc = gguf_get_f32(m->gguf, key, out, err);
+    if (rc == GGUF_ETYPE) return -1;
+    if (rc == GGUF_ENOKEY && required) return fail(err, "%s: missing key '%s'", m->path, key);
+    return 0;
+}
+
+/* A key that is either a u32 scalar (same value for every layer) or an array
+ * of block_count INT32/UINT32/BOOL values (llama.cpp's get_key_or_arr). */
+static int key_per_layer(const gemma4_model *m, const char *key, bool required, int32_t def, int32_t *out,
+                         char *err) {
+    const gguf_kv *kv = gguf_find_kv(m->gguf, key);
+    if (!kv) {
+        if (required) return fail(err, "%s: missing key '%s'", m->path, key);
+        for (int32_t l = 0; l < m->n_layer; l++) out[l] = def;
+        return 0;
+    }
+    if (kv->type == GGUF_TYPE_ARRAY) {
+        if (kv->arr_n != (uint64_t)m->n_layer)
+            return fail(err, "%s: key '%s' has %llu elements, expected block_count = %d", m->path, key,
+                        (unsigned long long)kv->arr_n, m->n_layer);
+        for (int32_t l = 0; l < m->n_layer; l++) {
+            if (kv->arr_type == GGUF_TYPE_INT32) out[l] = ((const int32_t *)kv->arr_data)[l];
+            else if (kv->arr_type == GGUF_TYPE_UINT32) out[l] = (int32_t)((const uint32_t *)kv->arr_data)[l];
+            else if (kv->arr_type == GGUF_TYPE_BOOL) out[l] = ((const bool *)kv->arr_data)[l];
+            else
+                return fail(err, "%s: key '%s' is an array of %s, expected i32, u32 or bool", m->path, key,
+                            gguf_type_name(kv->arr_type));
+            if (out[l] < 0) return fail(err, "%s: key '%s'[%d] = %d is negative", m->path, key, l, out[l]);
+        }
+        return 0;
+    }
+    uint32_t v;
+    if (kv->type == GGUF_TYPE_BOOL) v = kv->val.b;
+    else if (gguf_get_u32(m->gguf, key, &v, err) != GGUF_OK) return -1;
+    if (v > INT32_MAX) return fail(err, "%s: key '%s' = %u is out of range", m->path, key, v);
+    for (int32_t l = 0; l < m->n_layer; l++) out[l] = (int32_t)v;
+    return 0;
+}
+
+static const char *dims_str(char *buf, size_t cap, const int64_t *ne, int n) {
+    int k = snprintf(buf, cap, "[");
+    for (int i = 0; i < n && k < (int)cap; i++) k += snprintf(buf + k, cap - (size_t)k, i ? ", %lld" : "%lld", (long long)ne[i]);
+    if (k < (int)cap) snprintf(buf + k, cap - (size_t)k, "]");
+    return buf;
+}
+
+/* Finds tensor `name` and checks its shape against ne[0..n_dims). */
+static const gguf_tensor *find_shaped(const gemma4_model *m, const char *name, bool required, int n_dims,
+                                      const int64_t *ne, char *err, int *rc) {
+    *rc = 0;
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (!t) {
+        if (required) *rc = fail(err, "%s: missing tensor '%s'", m->path, name);
+        return NULL;
+    }
+    bool ok = true;
+    for (int i = 0; i < GGUF_MAX_DIMS; i++) ok &= t->ne[i] == (i < n_dims ? ne[i] : 1);
+    if (!ok) {
+        char a[96], b[96];
+        *rc = fail(err, "%s: tensor '%s' has shape %s, expected %s", m->path, name, dims_str(a, sizeof a, t->ne, (int)t->n_dims),
+                   dims_str(b, sizeof b, ne, n_dims));
+        return NULL;
+    }
+    const g4_type_traits *tr = g4_type_info(t->type);
+    if (!tr || !tr->weights) {
+        *rc = fail(err, "%s: tensor '%s' has type %s, which gemma4 cannot run", m->path, name, g4_type_name(t->type));
+        return NULL;
+    }
+    return t;
+}
+
+/* A 1-D tensor of n values as f32 (converted once if stored otherwise). */
+static int bind_vec(gemma4_model *m, const char *name, bool required, int64_t n, const float **out, char *err) {
+    int rc;
+    *out = NULL;
+    const gguf_tensor *t = find_shaped(m, name, required, 1, &n, err, &rc);
+    if (!t) return rc;
+    float *v = malloc((size_t)n * sizeof *v);
+    float **grown = realloc(m->owned, (m->n_owned + 1) * sizeof *grown);
+    if (!v || !grown) {
+        free(v);
+        if (grown) m->owned = grown;
+        return fail(err, "%s: out of memory", m->path);
+    }
+    m->owned = grown;
+    m->owned[m->n_owned++] = v;
+    g4_dequantize_row(t->type, t->data, v, n);
+    *out = v;
+    return 0;
+}
+
+/* A matrix {n_in, n_out} (or an expert stack {n_in, n_out, n_exp}). */
+static int bind_mat(gemma4_model *m, const char *name, bool required, int64_t n_in, int64_t n_out, int64_t n_exp,
+                    g4_weight *w, size_t *expert_stride, char *err) {
+    int rc;
+    const int64_t ne[3] = {n_in, n_out, n_exp};
+    memset(w, 0, sizeof *w);
+    const gguf_tensor *t = find_shaped(m, name, required, n_exp ? 3 : 2, ne, err, &rc);
+    if (!t) return rc;
+    w->type = (enum g4_type)t->type;
+    w->data = t->data;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->row_bytes = g4_row_size(w->type, n_in);
+    if (expert_stride) *expert_stride = w->row_bytes * (size_t)n_out;
+    return 0;
+}
+
+static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int32_t *swa_pattern, char *err) {
+    gguf_str arch;
+    if (gguf_get_str(m->gguf, "general.architecture", &arch, err) != GGUF_OK) {
+        if (!gguf_find_kv(m->gguf, "general.architecture")) fail(err, "%s: missing key 'general.architecture'", m->path);
+        return -1;
+    }
+    if (arch.len != 6 || memcmp(arch.ptr, "gemma4", 6))
+        return fail(err, "%s: architecture '%.*s' is not gemma4", m->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+
+    int32_t head_dim_full, head_dim_swa, v_full, v_swa, n_rot_full, n_rot_swa;
+    if (key_u32(m, "gemma4.block_count", true, 0, &m->n_layer, err) ||
+        key_u32(m, "gemma4.embedding_length", true, 0, &m->n_embd, err) ||
+        key_u32(m, "gemma4.context_length", true, 0, &m->n_ctx_train, err) ||
+        key_u32(m, "gemma4.attention.sliding_window", true, 0, &m->n_swa, err) ||
+        key_u32(m, "gemma4.embedding_length_per_layer_input", true, 0, &m->n_embd_per_layer, err) ||
+        key_u32(m, "gemma4.expert_count", false, 0, &m->n_expert, err) ||
+        key_u32(m, "gemma4.expert_used_count", false, 0, &m->n_expert_used, err) ||
+        key_u32(m, "gemma4.expert_feed_forward_length", false, 0, &m->n_ff_exp, err) ||
+        key_f32(m, "gemma4.attention.layer_norm_rms_epsilon", true, 0, &m->rms_eps, err) ||
+        key_f32(m, "gemma4.final_logit_softcapping", false, 30.0f, &m->softcap, err))
+        return -1;
+    if (m->n_layer < 1 || m->n_layer > G4_MAX_LAYERS)
+        return fail(err, "%s: block_count %d is outside 1..%d", m->path, m->n_layer, G4_MAX_LAYERS);
+    if (key_per_layer(m, "gemma4.attention.head_count", true, 0, n_ff, err)) return -1;
+    m->n_head = n_ff[0];
+    for (int32_t l = 1; l < m->n_layer; l++)
+        if (n_ff[l] != m->n_head) return fail(err, "%s: head_count differs between layers", m->path);
+    if (key_per_layer(m, "gemma4.feed_forward_length", true, 0, n_ff, err) ||
+        key_per_layer(m, "gemma4.attention.head_count_kv", false, m->n_head, n_head_kv, err) ||
+        key_per_layer(m, "gemma4.attention.sliding_window_pattern", true, 0, swa_pattern, err))
+        return -1;
+    if (key_u32(m, "gemma4.attention.key_length", false, m->n_head ? (uint32_t)(m->n_embd / m->n_head) : 0, &head_dim_full, err) ||
+        key_u32(m, "gemma4.attention.value_length", false, (uint32_t)head_dim_full, &v_full, err) ||
+        key_u32(m, "gemma4.attention.key_length_swa", true, 0, &head_dim_swa, err) ||
+        key_u32(m, "gemma4.attention.value_length_swa", true, 0, &v_swa, err) ||
+        key_u32(m, "gemma4.rope.dimension_count", false, (uint32_t)head_dim_full, &n_rot_full, err) ||
+        key_u32(m, "gemma4.rope.dimension_count_swa", false, (uint32_t)n_rot_full, &n_rot_swa, err))
+        return -1;
+    float base_full, base_swa;
+    int32_t shared_kv;
+    if (key_f32(m, "gemma4.rope.freq_base", false, 10000.0f, &base_full, err) ||
+        key_f32(m, "gemma4.rope.freq_base_swa", false, 10000.0f, &base_swa, err) ||
+        key_u32(m, "gemma4.attention.shared_kv_layers", false, 0, &shared_kv, err))
+        return -1;
+
+    if (m->n_embd < 1 || m->n_head < 1) return fail(err, "%s: embedding_length and head_count must be positive", m->path);
+    if (head_dim_full != v_full || head_dim_swa != v_swa)
+        return fail(err, "%s: key_length and value_length differ (%d/%d full, %d/%d sliding)", m->path, head_dim_full,
+                    v_full, head_dim_swa, v_swa);
+    if (head_dim_full < 2 || head_dim_swa < 2 || head_dim_full % 2 || head_dim_swa % 2)
+        return fail(err, "%s: head dims %d/%d must be even and positive", m->path, head_dim_swa, head_dim_full);
+    if (n_rot_full != head_dim_full || n_rot_swa != head_dim_swa)
+        return fail(err, "%s: rope dimension counts %d/%d differ from the head dims %d/%d", m->path, n_rot_swa,
+                    n_rot_full, head_dim_swa, head_dim_full);
+    if (m->n_swa < 1) return fail(err, "%s: sliding_window must be positive", m->path);
+    if (shared_kv >= m->n_layer) return fail(err, "%s: shared_kv_layers %d >= block_count %d", m->path, shared_kv, m->n_layer);
+    if (m->n_expert && (m->n_expert_used < 1 || m->n_expert_used > m->n_expert || m->n_ff_exp < 1))
+        return fail(err, "%s: expert_used_count %d / expert_count %d / expert_feed_forward_length %d are inconsistent",
+                    m->path, m->n_expert_used, m->n_expert, m->n_ff_exp);
+    m->n_kv_from_start = m->n_layer - shared_kv;
+
+    for (int32_t l = 0; l < m->n_layer; l++) {
+        layer *L = &m->layers[l];
+        L->swa = swa_pattern[l] != 0;
+        L->head_dim = L->swa ? head_dim_swa : head_dim_full;
+        L->n_rot = L->swa ? n_rot_swa : n_rot_full;
+        L->rope_base = L->swa ? base_swa : base_full;
+        L->n_head_kv = n_head_kv[l];
+        L->n_ff = n_ff[l];
+        L->has_kv = l < m->n_kv_from_start;
+        L->kv_src = l;
+        if (!L->has_kv) {
+            /* llama.cpp: the shared tail reads the last sliding (n_kv-2) or
+             * full (n_kv-1) layer that owns a cache. */
+            L->kv_src = m->n_kv_from_start - (L->swa ? 2 : 1);
+            if (L->kv_src < 0 || m->layers[L->kv_src].swa != L->swa)
+                return fail(err, "%s: KV-shared layer %d needs layer %d to be a %s layer that owns a cache", m->path,
+                            l, L->kv_src, L->swa ? "sliding" : "full");
+            if (m->layers[L->kv_src].n_head_kv != L->n_head_kv)
+                return fail(err, "%s: KV-shared layer %d has %d KV heads, its cache layer %d has %d", m->path, l,
+                            L->n_head_kv, L->kv_src, m->layers[L->kv_src].n_head_kv);
+        }
+        if (L->n_head_kv < 1 || m->n_head % L->n_head_kv)
+            return fail(err, "%s: layer %d: head_count_kv %d does not divide head_count %d", m->path, l, L->n_head_kv, m->n_head);
+        if (L->n_ff < 1) return fail(err, "%s: layer %d: feed_forward_length must be positive", m->path, l);
+    }
+    return 0;
+}
+
+static int load_tensors(gemma4_model *m, char *err) {
+    const int64_t d = m->n_embd, V = m->n_vocab, P = m->n_embd_per_layer, NL = m->n_layer;
+    int rc = 0;
+    rc = rc ? rc : bind_mat(m, "token_embd.weight", true, d, V, 0, &m->token_embd, NULL, err);
+    rc = rc ? rc : bind_mat(m, "output.weight", false, d, V, 0, &m->output, NULL, err);
+    if (!m->output.data) m->output = m->token_embd; /* tied head, unscaled */
+    rc = rc ? rc : bind_vec(m, "output_norm.weight", true, d, &m->output_norm, err);
+    bool any_full = false;
+    int64_t full_head_dim = 0;
+    for (int32_t l = 0; l < m->n_layer; l++)
+        if (!m->layers[l].swa) any_full = true, full_head_dim = m->layers[l].head_dim;
+    if (any_full) rc = rc ? rc : bind_vec(m, "rope_freqs.weight", true, full_head_dim / 2, &m->rope_freqs, err);
+    if (P) {
+        rc = rc ? rc : bind_mat(m, "per_layer_token_embd.weight", true, P * NL, V, 0, &m->per_layer_token_embd, NULL, err);
+        rc = rc ? rc : bind_mat(m, "per_layer_model_proj.weight", true, d, P * NL, 0, &m->per_layer_model_proj, NULL, err);
+        rc = rc ? rc : bind_vec(m, "per_layer_proj_norm.weight", true, P, &m->per_layer_proj_norm, err);
+    }
+    for (int32_t l = 0; l < m->n_layer && !rc; l++) {
+        layer *L = &m->layers[l];
+        const int64_t q_dim = (int64_t)m->n_head * L->head_dim, kv_dim = (int64_t)L->n_head_kv * L->head_dim;
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d." s, l), n)
+        rc = rc ? rc : bind_vec(m, NAME("attn_norm.weight"), true, d, &L->attn_norm, err);
+        rc = rc ? rc : bind_mat(m, NAME("attn_q.weight"), true, d, q_dim, 0, &L->attn_q, NULL, err);
+        rc = rc ? rc : bind_vec(m, NAME("attn_q_norm.weight"), true, L->head_dim, &L->attn_q_norm, err);
+        if (L->has_kv) { /* the shared tail's K/V tensors, if an old file has them, are ignored */
+            rc = rc ? rc : bind_mat(m, NAME("attn_k.weight"), true, d, kv_dim, 0, &L->attn_k, NULL, err);
+            rc = rc ? rc : bind_mat(m, NAME("attn_v.weight"), false, d, kv_dim, 0, &L->attn_v, NULL, err);
+            rc = rc ? rc : bind_vec(m, NAME("attn_k_norm.weight"), true, L->head_dim, &L->attn_k_norm, err);
+        }
+        rc = rc ? rc : bind_mat(m, NAME("attn_output.weight"), true, q_dim, d, 0, &L->attn_output, NULL, err);
+        rc = rc ? rc : bind_vec(m, NAME("post_attention_norm.weight"), true, d, &L->post_attention_norm, err);
+        rc = rc ? rc : bind_vec(m, NAME("ffn_norm.weight"), true, d, &L->ffn_norm, err);
+        rc = rc ? rc : bind_mat(m, NAME("ffn_gate.weight"), true, d, L->n_ff, 0, &L->ffn_gate, NULL, err);
+        rc = rc ? rc : bind_mat(m, NAME("ffn_up.weight"), true, d, L->n_ff, 0, &L->ffn_up, NULL, err);
+        rc = rc ? rc : bind_mat(m, NAME("ffn_down.weight"), true, L->n_ff, d, 0, &L->ffn_down, NULL, err);
+        rc = rc ? rc : bind_vec(m, NAME("post_ffw_norm.weight"), true, d, &L->post_ffw_norm, err);
+        const float *out_scale = NULL;
+        rc = rc ? rc : bind_vec(m, NAME("layer_output_scale.weight"), false, 1, &out_scale, err);
+        L->out_scale = out_scale ? out_scale[0] : 1.0f;
+        L->moe = gguf_find_tensor(m->gguf, NAME("ffn_gate_inp.weight")) != NULL;
+        if (L->moe && !rc) {
+            const int64_t E = m->n_expert, Fe = m->n_ff_exp;
+            if (!E) return fail(err, "%s: layer %d has a router but expert_count is 0", m->path, l);
+            rc = rc ? rc : bind_mat(m, NAME("ffn_gate_inp.weight"), true, d, E, 0, &L->ffn_gate_inp, NULL, err);
+            rc = rc ? rc : bind_vec(m, NAME("ffn_gate_inp.scale"), true, d, &L->ffn_gate_inp_scale, err);
+            rc = rc ? rc : bind_vec(m, NAME("pre_ffw_norm_2.weight"), true, d, &L->pre_ffw_norm_2, err);
+            rc = rc ? rc : bind_vec(m, NAME("post_ffw_norm_1.weight"), true, d, &L->post_ffw_norm_1, err);
+            rc = rc ? rc : bind_vec(m, NAME("post_ffw_norm_2.weight"), true, d, &L->post_ffw_norm_2, err);
+            rc = rc ? rc : bind_vec(m, NAME("ffn_down_exps.scale"), false, E, &L->down_exps_scale, err);
+            rc = rc ? rc : bind_mat(m, NAME("ffn_down_exps.weight"), true, Fe, d, E, &L->down_exps, &L->down_exps_stride, err);
+            if (gguf_find_tensor(m->gguf, NAME("ffn_gate_up_exps.weight"))) {
+                /* fused: each expert's first Fe rows are the gate, the next Fe the up projection */
+                rc = rc ? rc : bind_mat(m, n, true, d, 2 * Fe, E, &L->gate_exps, &L->gate_exps_stride, err);
+                if (!rc) {
+                    L->gate_exps.n_out = Fe;
+                    L->up_exps = L->gate_exps;
+                    L->up_exps.data = (const char *)L->gate_exps.data + (size_t)Fe * L->gate_exps.row_bytes;
+                    L->up_exps_stride = L->gate_exps_stride;
+                }
+            } else {
+                rc = rc ? rc : bind_mat(m, NAME("ffn_gate_exps.weight"), true, d, Fe, E, &L->gate_exps, &L->gate_exps_stride, err);
+                rc = rc ? rc : bind_mat(m, NAME("ffn_up_exps.weight"), true, d, Fe, E, &L->up_exps, &L->up_exps_stride, err);
+            }
+        }
+        if (P) {
+            rc = rc ? rc : bind_mat(m, NAME("inp_gate.weight"), true, d, P, 0, &L->inp_gate, NULL, err);
+            rc = rc ? rc : bind_mat(m, NAME("proj.weight"), true, P, d, 0, &L->proj, NULL, err);
+            rc = rc ? rc : bind_vec(m, NAME("post_norm.weight"), true, d, &L->post_norm, err);
+        }
+#undef NAME
+    }
+    return rc;
+}
+
+gemma4_model *gemma4_load(const char *path, char *err) {
+    gemma4_model *m = calloc(1, sizeof *m);
+    if (!m) return fail(err, "%s: out of memory", path), NULL;
+    m->path = strdup(path);
+    m->gguf = gguf_open(path, err);
+    if (!m->path || !m->gguf) goto fail;
+    m->vocab = g4_vocab_load(m->gguf, err);
+    if (!m->vocab) goto fail;
+    m->n_vocab = g4_vocab_size(m->vocab);
+    int32_t *tmp = malloc(3 * G4_MAX_LAYERS * sizeof *tmp);
+    if (!tmp) goto fail;
+    int rc = load_hparams(m, tmp, tmp + G4_MAX_LAYERS, tmp + 2 * G4_MAX_LAYERS, err);
+    free(tmp);
+    if (rc || load_tensors(m, err)) goto fail;
+    return m;
+fail:
+    gemma4_model_free(m);
+    return NULL;
+}
+
+void gemma4_model_free(gemma4_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    g4_vocab_free(m->vocab);
+    gguf_close(m->gguf);
+    free(m->path);
+    free(m);
+}
+
+const g4_vocab *gemma4_model_vocab(const gemma4_model *m) { return m->vocab; }
+const gguf_file *gemma4_model_gguf(const gemma4_model *m) { return m->gguf; }
+int32_t gemma4_n_vocab(const gemma4_model *m) { return m->n_vocab; }
+int32_t gemma4_n_ctx_train(const gemma4_model *m) { return m->n_ctx_train; }
+
+const char *gemma4_variant(const gemma4_model *m) {
+    switch (m->n_layer) { /* llama.cpp names the type by block count */
+    case 35: return "E2B";
+    case 42: return "E4B";
+    case 30: return "26B-A4B";
+    case 60: return "31B";
+    default: return "unknown";
+    }
+}
+
+bool gemma4_empty_thought_channel(const gemma4_model *m) { return m->n_embd_per_layer == 0; }
+
+void gemma4_model_info(const gemma4_model *m, gemma4_info *info) {
+    *info = (gemma4_info){
+        .n_layer = m->n_layer, .n_embd = m->n_embd, .n_head = m->n_head, .n_vocab = m->n_vocab,
+        .n_ctx_train = m->n_ctx_train, .n_swa = m->n_swa, .n_embd_per_layer = m->n_embd_per_layer,
+        .n_expert = m->n_expert, .n_expert_used = m->n_expert_used, .n_ff_exp = m->n_ff_exp,
+        .n_kv_shared = m->n_layer - m->n_kv_from_start, .rms_eps = m->rms_eps, .softcap = m->softcap,
+    };
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) info->weight_bytes += gguf_tensor_at(m->gguf, i)->nbytes;
+    for (int32_t l = 0; l < m->n_layer; l++) {
+        gemma4_layer_info li;
+        gemma4_layer_info_get(m, l, &li);
+        info->kv_bytes_per_token += li.kv_bytes_per_token;
+    }
+}
+
+void gemma4_layer_info_get(const gemma4_model *m, int32_t il, gemma4_layer_info *info) {
+    const layer *L = &m->layers[il];
+    *info = (gemma4_layer_info){
+        .swa = L->swa, .has_kv = L->has_kv, .moe = L->moe, .has_v = L->attn_v.data != NULL, .kv_src = L->kv_src,
+        .head_dim = L->head_dim, .n_head_kv = L->n_head_kv, .n_rot = L->n_rot, .n_ff = L->n_ff, .rope_base = L->rope_base,
+        .out_scale = L->out_scale,
+        .kv_bytes_per_token = L->has_kv ? 2 * (uint64_t)L->n_head_kv * (uint64_t)L->head_dim * sizeof(float) : 0,
+    };
+}
+
+/* ---------------------------------------------------------------- session */
+
+struct gemma4_session {
+    const gemma4_model *m;
+    int32_t n_ctx, n_ubatch, pos;
+    g4_pool *pool;
+    /* KV cache: for each layer that owns one, n_ctx rows of n_head_kv*head_dim
+     * f32 for K (after norm and RoPE) and V (after its unweighted norm) */
+    float *k_cache[G4_MAX_LAYERS], *v_cache[G4_MAX_LAYERS];
+    /* activations for one ubatch of up to n_ubatch tokens */
+    float *x, *a, *r, *q, *k, *v, *o, *t0, *t1, *t3, *ple;
+    float *scores; /* per thread: n_ctx attention scores */
+};
+
+static int64_t max_q_dim(const gemma4_model *m) {
+    int64_t q = 0;
+    for (int32_t l = 0; l < m->n_layer; l++)
+        if ((int64_t)m->n_head * m->layers[l].head_dim > q) q = (int64_t)m->n_head * m->layers[l].head_dim;
+    return q;
+}
+
+static int64_t max_ff(const gemma4_model *m) {
+    int64_t f = 2 * (int64_t)m->n_ff_exp;
+    for (int32_t l = 0; l < m->n_layer; l++)
+        if (m->layers[l].n_ff > f) f = m->layers[l].n_ff;
+    return f;
+}
+
+gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_params *p, char *err) {
+    gemma4_session *s = calloc(1, sizeof *s);
+    if (!s) return fail(err, "%s: out of memory", m->path), NULL;
+    s->m = m;
+    s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : (m->n_ctx_train < 4096 ? m->n_ctx_train : 4096);
+    s->n_ubatch = p && p->n_ubatch > 0 ? p->n_ubatch : 512;
+    if (s->n_ubatch > s->n_ctx) s->n_ubatch = s->n_ctx;
+    s->pool = g4_pool_create(p ? p->n_threads : 0);
+    const size_t T = (size_t)s->n_ubatch, d = (size_t)m->n_embd, qd = (size_t)max_q_dim(m), ff = (size_t)max_ff(m);
+    const size_t ple = (size_t)m->n_embd_per_layer * (size_t)m->n_layer;
+    bool ok = s->pool != NULL;
+    for (int32_t l = 0; l < m->n_layer && ok; l++) {
+        const layer *L = &m->layers[l];
+        if (!L->has_kv) continue;
+        const size_t row = (size_t)L->n_head_kv * (size_t)L->head_dim;
+        ok = (s->k_cache[l] = malloc((size_t)s->n_ctx * row * sizeof(float))) &&
+             (s->v_cache[l] = malloc((size_t)s->n_ctx * row * sizeof(float)));
+    }
+    float **bufs[] = {&s->x, &s->a, &s->r, &s->q, &s->k, &s->v, &s->o, &s->t0, &s->t1, &s->t3, &s->ple};
+    size_t wide = ff > d ? ff : d; /* t0 and t1 hold FFN rows and a per-layer embedding row */
+    if (ple > wide) wide = ple;
+    const size_t sizes[] = {d, d, d, qd, qd, qd, qd, wide, wide, d, ple ? ple : 1};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && ok; i++) ok = (*bufs[i] = malloc(T * sizes[i] * sizeof(float))) != NULL;
+    ok = ok && (s->scores = malloc((size_t)g4_pool_size(s->pool) * (size_t)s->n_ctx * sizeof(float)));
+    if (!ok) {
+        gemma4_session_free(s);
+        return fail(err, "%s: out of memory for a %d-token session", m->path, p && p->n_ctx > 0 ? p->n_ctx : 4096), NULL;
+    }
+    return s;
+}
+
+void gemma4_session_free(gemma4_session *s) {
+    if (!s) return;
+    for (int32_t l = 0; l < G4_MAX_LAYERS; l++) free(s->k_cache[l]), free(s->v_cache[l]);
+    float *bufs[] = {s->x, s->a, s->r, s->q, s->k, s->v, s->o, s->t0, s->t1, s->t3, s->ple, s->scores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    g4_pool_free(s->pool);
+    free(s);
+}
+
+int32_t gemma4_session_pos(const gemma4_session *s) { return s->pos; }
+int32_t gemma4_session_n_ctx(const gemma4_session *s) { return s->n_ctx; }
+void gemma4_session_truncate(gemma4_session *s, int32_t n_keep) {
+    if (n_keep >= 0 && n_keep < s->pos) s->pos = n_keep;
+}
+
+/* ---------------------------------------------------------------- debugging aid */
+
+static int dump_enabled = -1;
+
+/* GGML-style node names: "Qcur-3" for layer 3, "inp_scaled" for globals. */
+static void dump(const char *name, int32_t il, const float *x, int64_t n_tok, int64_t n) {
+    if (dump_enabled < 0) dump_enabled = getenv("GEMMA4_DUMP") && *getenv("GEMMA4_DUMP") != '0';
+    if (!dump_enabled) return;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *v = x + t * n;
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < n; i++) sum += v[i], sq += (double)v[i] * v[i];
+        char nm[64];
+        if (il >= 0) snprintf(nm, sizeof nm, "%s-%d", name, il);
+        else snprintf(nm, sizeof nm, "%s", name);
+        fprintf(stderr, "%-24s t=%-4lld n=%-6lld sum=%-14.6g rms=%-12.6g [%.6g %.6g %.6g %.6g]\n", nm, (long long)t,
+                (long long)n, sum, sqrt(sq / (double)n), v[0], n > 1 ? v[1] : 0, n > 2 ? v[2] : 0, n > 3 ? v[3] : 0);
+    }
+}
+
+/* ---------------------------------------------------------------- forward pass */
+
+static void matmul(gemma4_session *s, const g4_weight *w, const float *x, int64_t n_tok, float *y) {
+    g4_matmul(w, x, n_tok, y, s->pool);
+}
+
+static void rms_norm_rows(float *y, const float *x, const float *w, int64_t n_rows, int64_t n, float eps) {
+    for (int64_t r = 0; r < n_rows; r++) g4_rms_norm(y + r * n, x + r * n, w, n, eps);
+}
+
+typedef struct attn_job {
+    gemma4_session *s;
+    const layer *L;
+    int32_t il, n_tok, pos0;
+} attn_job;
+
+/* Causal attention over the cache, one (token, head) pair at a time; the
+ * pairs are spread over the pool. Scale is 1: the q/k norms replace it. */
+static void attention_task(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    gemma4_session *s = j->s;
+    const gemma4_model *m = s->m;
+    const layer *L = j->L;
+    const int32_t H = m->n_head, hd = L->head_dim, group = H / L->n_head_kv;
+    const int64_t kv_row = (int64_t)L->n_head_kv * hd, q_row = (int64_t)H * hd;
+    const float *K = s->k_cache[L->kv_src], *Vc = s->v_cache[L->kv_src];
+    float *scores = s->scores + (size_t)ith * (size_t)s->n_ctx;
+    for (int64_t job = ith; job < (int64_t)j->n_tok * H; job += nth) {
+        const int32_t t = (int32_t)(job / H), h = (int32_t)(job % H), g = h / group;
+        const int32_t pos = j->pos0 + t;
+        /* sliding layers see the current token and the W-1 before it */
+        const int32_t lo = L->swa && pos - m->n_swa + 1 > 0 ? pos - m->n_swa + 1 : 0;
+        const float *q = s->q + t * q_row + (int64_t)h * hd;
+        for (int32_t p = lo; p <= pos; p++) {
+            const float *k = K + p * kv_row + (int64_t)g * hd;
+            float dot = 0.0f;
+            for (int32_t i = 0; i < hd; i++) dot += q[i] * k[i];
+            scores[p - lo] = dot;
+        }
+        g4_softmax(scores, pos - lo + 1);
+        float *o = s->o + t * q_row + (int64_t)h * hd;
+        for (int32_t i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int32_t p = lo; p <= pos; p++) {
+            const float *v = Vc + p * kv_row + (int64_t)g * hd;
+            const float w = scores[p - lo];
+            for (int32_t i = 0; i < hd; i++) o[i] += w * v[i];
+        }
+    }
+}
+
+/* §4.4: attention block; reads s->x, leaves r = x + post_attention_norm(attn). */
+static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
+    const gemma4_model *m = s->m;
+    const layer *L = &m->layers[il];
+    const int64_t d = m->n_embd, hd = L->head_dim, H = m->n_head, Hkv = L->n_head_kv;
+    const float eps = m->rms_eps;
+    const float *ff = L->swa ? NULL : m->rope_freqs;
+
+    rms_norm_rows(s->a, s->x, L->attn_norm, n_tok, d, eps);
+    dump("attn_norm", il, s->a, n_tok, d);
+
+    matmul(s, &L->attn_q, s->a, n_tok, s->q);
+    dump("Qcur", il, s->q, n_tok, H * hd);
+    rms_norm_rows(s->q, s->q, L->attn_q_norm, n_tok * H, hd, eps);
+    dump("Qcur_normed", il, s->q, n_tok, H * hd);
+    for (int32_t t = 0; t < n_tok; t++)
+        for (int64_t h = 0; h < H; h++) g4_rope_neox(s->q + (t * H + h) * hd, L->n_rot, s->pos + t, L->rope_base, ff);
+    dump("Qcur_pos", il, s->q, n_tok, H * hd);
+
+    if (L->has_kv) {
+        matmul(s, &L->attn_k, s->a, n_tok, s->k);
+        dump("Kcur", il, s->k, n_tok, Hkv * hd);
+        if (L->attn_v.data) matmul(s, &L->attn_v, s->a, n_tok, s->v);
+        else memcpy(s->v, s->k, (size_t)n_tok * (size_t)(Hkv * hd) * sizeof(float)); /* K = V layers: raw K */
+        dump("Vcur", il, s->v, n_tok, Hkv * hd);
+        rms_norm_rows(s->k, s->k, L->attn_k_norm, n_tok * Hkv, hd, eps);
+        dump("Kcur_normed", il, s->k, n_tok, Hkv * hd);
+        rms_norm_rows(s->v, s->v, NULL, n_tok * Hkv, hd, eps);
+        dump("Vcur_normed", il, s->v, n_tok, Hkv * hd);
+        for (int32_t t = 0; t < n_tok; t++)
+            for (int64_t h = 0; h < Hkv; h++) g4_rope_neox(s->k + (t * Hkv + h) * hd, L->n_rot, s->pos + t, L->rope_base, ff);
+        dump("Kcur_pos", il, s->k, n_tok, Hkv * hd);
+        const size_t row = (size_t)(Hkv * hd);
+        memcpy(s->k_cache[il] + (size_t)s->pos * row, s->k, (size_t)n_tok * row * sizeof(float));
+        memcpy(s->v_cache[il] + (size_t)s->pos * row, s->v, (size_t)n_tok * row * sizeof(float));
+    }
+
+    attn_job job = {s, L, il, n_tok, s->pos};
+    g4_pool_run(s->pool, attention_task, &job);
+    dump("kqv_out", il, s->o, n_tok, H * hd);
+
+    matmul(s, &L->attn_output, s->o, n_tok, s->t3);
+    rms_norm_rows(s->t3, s->t3, L->post_attention_norm, n_tok, d, eps);
+    dump("attn_post_norm", il, s->t3, n_tok, d);
+    for (int64_t i = 0; i < n_tok * d; i++) s->r[i] = s->x[i] + s->t3[i];
+    dump("attn_out", il, s->r, n_tok, d);
+}
+
+/* GELU-gated MLP: out = down(gelu(gate x) * up x), for n_tok rows of x. */
+static void gated_mlp(gemma4_session *s, const g4_weight *gate, const g4_weight *up, const g4_weight *down,
+                      const float *x, int64_t n_tok, float *out) {
+    const int64_t f = gate->n_out;
+    matmul(s, gate, x, n_tok, s->t0);
+    matmul(s, up, x, n_tok, s->t1);
+    g4_geglu(s->t0, s->t0, s->t1, n_tok * f);
+    matmul(s, down, s->t0, n_tok, out);
+}
+
+static g4_weight expert(const g4_weight *w, size_t stride, int32_t e) {
+    g4_weight x = *w;
+    x.data = (const char *)w->data + (size_t)e * stride;
+    return x;
+}
+
+/* §4.6 expert branch for one token: router on the post-attention residual r,
+ * softmax over all experts, top-k, renormalised weights, per-expert scale. */
+static void moe_token(gemma4_session *s, const layer *L, int32_t il, const float *r, const float *e_in, float *acc) {
+    const gemma4_model *m = s->m;
+    const int64_t d = m->n_embd, E = m->n_expert, K = m->n_expert_used;
+    float z[d], probs[E], y[d];
+    g4_rms_norm(z, r, NULL, d, m->rms_eps);
+    const float inv_sqrt_d = 1.0f / sqrtf((float)d);
+    for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv_sqrt_d * L->ffn_gate_inp_scale[i];
+    g4_matmul(&L->ffn_gate_inp, z, 1, probs, NULL);
+    dump("ffn_moe_logits", il, probs, 1, E);
+    g4_softmax(probs, E);
+    dump("ffn_moe_probs", il, probs, 1, E);
+
+    int32_t sel[K];
+    float w[K], wsum = 0.0f;
+    for (int64_t k = 0; k < K; k++) { /* descending probability, lowest index first on ties */
+        int32_t best = -1;
+        for (int32_t e = 0; e < E; e++) {
+            bool taken = false;
+            for (int64_t j = 0; j < k; j++) taken |= sel[j] == e;
+            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+        }
+        sel[k] = best;
+        w[k] = probs[best];
+        wsum += w[k];
+    }
+    if (wsum < 6.103515625e-5f) wsum = 6.103515625e-5f;
+    for (int64_t k = 0; k < K; k++) w[k] /= wsum;
+    dump("ffn_moe_weights_norm", il, w, 1, K);
+
+    for (int64_t k = 0; k < K; k++) {
+        const int32_t e = sel[k];
+        g4_weight gate = expert(&L->gate_exps, L->gate_exps_stride, e);
+        g4_weight up = expert(&L->up_exps, L->up_exps_stride, e);
+        g4_weight down = expert(&L->down_exps, L->down_exps_stride, e);
+        gated_mlp(s, &gate, &up, &down, e_in, 1, y);
+        const float scale = L->down_exps_scale ? L->down_exps_scale[e] : 1.0f;
+        for (int64_t i = 0; i < d; i++) {
+            const float v = y[i] * scale * w[k];
+            acc[i] = k == 0 ? v : acc[i] + v;
+        }
+    }
+}
+
+/* §4.5 / §4.6: feed-forward on r; leaves x = r + post_ffw_norm(ffn). */
+static void ffn_block(gemma4_session *s, int32_t il, int32_t n_tok) {
+    const gemma4_model *m = s->m;
+    const layer *L = &m->layers[il];
+    const int64_t d = m->n_embd;
+    const float eps = m->rms_eps;
+
+    rms_norm_rows(s->a, s->r, L->ffn_norm, n_tok, d, eps);
+    dump(L->moe ? "ffn_norm_1" : "ffn_norm", il, s->a, n_tok, d);
+    gated_mlp(s, &L->ffn_gate, &L->ffn_up, &L->ffn_down, s->a, n_tok, s->t3);
+    if (L->moe) {
+        rms_norm_rows(s->t3, s->t3, L->post_ffw_norm_1, n_tok, d, eps);
+        dump("ffn_mlp", il, s->t3, n_tok, d);
+        rms_norm_rows(s->a, s->r, L->pre_ffw_norm_2, n_tok, d, eps);
+        dump("ffn_norm_2", il, s->a, n_tok, d);
+        for (int32_t t = 0; t < n_tok; t++) {
+            float *acc = s->x + t * d; /* x is free until the residual add below */
+            moe_token(s, L, il, s->r + t * d, s->a + t * d, acc);
+            rms_norm_rows(acc, acc, L->post_ffw_norm_2, 1, d, eps);
+        }
+        dump("ffn_moe", il, s->x, n_tok, d);
+        for (int64_t i = 0; i < n_tok * d; i++) s->t3[i] += s->x[i];
+        dump("ffn_moe_combined", il, s->t3, n_tok, d);
+    } else {
+        dump("ffn_out", il, s->t3, n_tok, d);
+    }
+    rms_norm_rows(s->t3, s->t3, L->post_ffw_norm, n_tok, d, eps);
+    dump("ffn_post_norm", il, s->t3, n_tok, d);
+    for (int64_t i = 0; i < n_tok * d; i++) s->x[i] = s->r[i] + s->t3[i];
+}
+
+/* §4.2: per-layer inputs S[t][l] for every layer, from the scaled embedding. */
+static void per_layer_inputs(gemma4_session *s, const int32_t *tokens, int32_t n_tok) {
+    const gemma4_model *m = s->m;
+    const int64_t d = m->n_embd, P = m->n_embd_per_layer, NL = m->n_layer, W = P * NL;
+    matmul(s, &m->per_layer_model_proj, s->x, n_tok, s->ple);
+    const float inv_sqrt_d = 1.0f / sqrtf((float)d), sqrt_p = sqrtf((float)P), inv_sqrt2 = 1.0f / sqrtf(2.0f);
+    for (int64_t i = 0; i < n_tok * W; i++) s->ple[i] *= inv_sqrt_d;
+    dump("per_layer_proj", -1, s->ple, n_tok, W);
+    rms_norm_rows(s->ple, s->ple, m->per_layer_proj_norm, n_tok * NL, P, m->rms_eps);
+    for (int32_t t = 0; t < n_tok; t++) {
+        float *row = s->t0; /* the token's per-layer embedding row */
+        g4_dequantize_row(m->per_layer_token_embd.type,
+                          (const char *)m->per_layer_token_embd.data + (size_t)tokens[t] * m->per_layer_token_embd.row_bytes,
+                          row, W);
+        dump("inp_per_layer_selected", -1, row, 1, W);
+        for (int64_t i = 0; i < W; i++) s->ple[t * W + i] = (s->ple[t * W + i] + row[i] * sqrt_p) * inv_sqrt2;
+    }
+    dump("inp_per_layer", -1, s->ple, n_tok, W);
+}
+
+/* §4.7: h += post_norm(proj(gelu(inp_gate h) * S_l)). */
+static void per_layer_injection(gemma4_session *s, int32_t il, int32_t n_tok) {
+    const gemma4_model *m = s->m;
+    const layer *L = &m->layers[il];
+    const int64_t d = m->n_embd, P = m->n_embd_per_layer, W = P * m->n_layer;
+    matmul(s, &L->inp_gate, s->x, n_tok, s->t0);
+    for (int32_t t = 0; t < n_tok; t++)
+        g4_geglu(s->t0 + t * P, s->t0 + t * P, s->ple + t * W + (int64_t)il * P, P);
+    matmul(s, &L->proj, s->t0, n_tok, s->t3);
+    rms_norm_rows(s->t3, s->t3, L->post_norm, n_tok, d, m->rms_eps);
+    dump("per_layer_embd_out", il, s->t3, n_tok, d);
+    for (int64_t i = 0; i < n_tok * d; i++) s->x[i] += s->t3[i];
+}
+
+/* One ubatch: tokens at positions s->pos .. s->pos+n_tok-1. Logits of the
+ * rows from first_out on are written to out (n_vocab each). */
+static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, int32_t first_out, float *out) {
+    const gemma4_model *m = s->m;
+    const int64_t d = m->n_embd;
+
+    /* §4.1 token embedding, scaled by sqrt(d) in f32 */
+    const float embd_scale = sqrtf((float)d);
+    for (int32_t t = 0; t < n_tok; t++) {
+        float *x = s->x + t * d;
+        g4_dequantize_row(m->token_embd.type, (const char *)m->token_embd.data + (size_t)tokens[t] * m->token_embd.row_bytes, x, d);
+        for (int64_t i = 0; i < d; i++) x[i] *= embd_scale;
+    }
+    dump("inp_scaled", -1, s->x, n_tok, d);
+
+    if (m->n_embd_per_layer) per_layer_inputs(s, tokens, n_tok);
+
+    for (int32_t il = 0; il < m->n_layer; il++) {
+        const layer *L = &m->layers[il];
+        attention_block(s, il, n_tok);
+        ffn_block(s, il, n_tok);
+        dump("pe_in", il, s->x, n_tok, d);
+        if (m->n_embd_per_layer) per_layer_injection(s, il, n_tok);
+        for (int64_t i = 0; i < n_tok * d; i++) s->x[i] *= L->out_scale;
+        dump("l_out", il, s->x, n_tok, d);
+    }
+
+    if (!out || first_out >= n_tok) return;
+    /* §4.8 output head on the rows asked for */
+    const int32_t n_out = n_tok - first_out;
+    rms_norm_rows(s->a, s->x + (int64_t)first_out * d, m->output_norm, n_out, d, m->rms_eps);
+    dump("result_norm", -1, s->a, n_out, d);
+    matmul(s, &m->output, s->a, n_out, out);
+    if (m->softcap != 0.0f) {
+        const float inv = 1.0f / m->softcap;
+        for (int64_t i = 0; i < (int64_t)n_out * m->n_vocab; i++) out[i] = tanhf(out[i] * inv) * m->softcap;
+    }
+    dump("result_output", -1, out, n_out, m->n_vocab);
+}
+
+int gemma4_eval(gemma4_session *s, const int32_t *tokens, int32_t n, float *logits, bool all_logits, char *err) {
+    const gemma4_model *m = s->m;
+    if (n < 0 || (int64_t)s->pos + n > s->n_ctx)
+        return fail(err, "%s: %d tokens do not fit: %d of %d context positions used", m->path, n, s->pos, s->n_ctx);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->n_vocab)
+            return fail(err, "%s: token id %d is outside the vocabulary (0..%d)", m->path, tokens[i], m->n_vocab - 1);
+    for (int32_t done = 0; done < n;) {
+        const int32_t n_tok = n - done < s->n_ubatch ? n - done : s->n_ubatch;
+        const bool last = done + n_tok == n;
+        float *out = NULL;
+        int32_t first_out = n_tok;
+        if (logits && all_logits) out = logits + (size_t)done * (size_t)m->n_vocab, first_out = 0;
+        else if (logits && last) out = logits, first_out = n_tok - 1;
+        forward(s, tokens + done, n_tok, first_out, out);
+        s->pos += n_tok;
+        done += n_tok;
+    }
+    return 0;
+}

@@ -1,0 +1,49 @@
+/* The compute interface the model code uses. It never sees an intrinsic:
+ * each ISA fills a g4_kernels table, one is picked at start-up from the CPU's
+ * features (GEMMA4_ISA=scalar|avx2|avx512|neon overrides it).
+ *
+ * Matmul numerics follow ggml's CPU backend: the activation row is first
+ * converted to the weight type's partner format (g4_vec_dot_type), and the dot
+ * product runs per block on integers, scaled by the two block scales.
+ */
+#ifndef G4_KERNELS_H
+#define G4_KERNELS_H
+
+#include "formats.h"
+#include "threadpool.h"
+
+/* The format activations are converted to before a dot with a weight row of
+ * type t: Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for the K
+ * formats and IQ4_XS, F16 for F16, BF16 for BF16, F32 for F32. */
+enum g4_type g4_vec_dot_type(enum g4_type t);
+
+typedef struct g4_kernels {
+    const char *isa; /* "scalar", "avx2", "avx512", "neon", ... */
+    /* dot of n values: weight row of type t with an activation row already
+     * converted to g4_vec_dot_type(t). NULL where the ISA has nothing better
+     * than scalar (the dispatcher then falls back to the scalar entry). */
+    float (*vec_dot[G4_TYPE_COUNT])(int64_t n, const void *w, const void *act);
+    /* f32 -> activation format (indexed by the activation type). Integer
+     * formats round to nearest even with d = amax/127, as ggml's x86 path. */
+    void (*quantize_act[G4_TYPE_COUNT])(const float *x, void *y, int64_t n);
+} g4_kernels;
+
+const g4_kernels *g4_kernels_scalar(void);
+/* The table chosen for this CPU (first call decides; thread-safe after). */
+const g4_kernels *g4_kernels_active(void);
+/* A named table if this CPU can run it, else NULL. */
+const g4_kernels *g4_kernels_by_name(const char *isa);
+
+/* A weight matrix: n_out rows of n_in values, rows row_bytes apart. */
+typedef struct g4_weight {
+    enum g4_type type;
+    const void *data;
+    int64_t n_in, n_out;
+    size_t row_bytes;
+} g4_weight;
+
+/* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok (x rows n_in floats apart,
+ * y rows n_out floats apart). pool may be NULL (single thread). */
+void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
+
+#endif

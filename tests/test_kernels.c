@@ -1,0 +1,509 @@
+/* Kernels: the scalar activation quantizers against hand-worked blocks,
+ * every weight type's vec_dot and g4_matmul against a double-precision
+ * reference built from the dequantized operands, thread-count independence,
+ * the thread pool itself, ISA dispatch, and every ISA table this CPU can
+ * run against the scalar one. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <pthread.h>
+
+#include "kernels/isa.h"
+#include "kernels/kernels.h"
+#include "tests/harness.h"
+
+#define N_IN 768 /* three K super-blocks, 24 blocks of 32 */
+#define N_OUT 7
+#define N_TOK 3
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+static float frand(void) { return (float)(rnd() >> 8) / 8388608.0f - 1.0f; } /* [-1, 1) */
+
+static const enum g4_type weight_types[] = {
+    G4_TYPE_F32,  G4_TYPE_F16,  G4_TYPE_BF16, G4_TYPE_Q4_0, G4_TYPE_Q4_1, G4_TYPE_Q5_0,   G4_TYPE_Q5_1,   G4_TYPE_Q8_0,
+    G4_TYPE_Q2_K, G4_TYPE_Q3_K, G4_TYPE_Q4_K, G4_TYPE_Q5_K, G4_TYPE_Q6_K, G4_TYPE_IQ4_NL, G4_TYPE_IQ4_XS,
+};
+#define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
+static const enum g4_type act_types[] = {G4_TYPE_Q8_0, G4_TYPE_Q8_1, G4_TYPE_Q8_K, G4_TYPE_F16, G4_TYPE_BF16};
+
+/* Absolute rounding error bound of f32 -> f16 (normal and subnormal range). */
+static double fp16_err(double v) { return fmax(fabs(v) * 0x1p-11, 0x1p-25); }
+
+/* Byte offsets of a block's fp16 scale and of its fp16 min (SIZE_MAX: none). */
+static void scale_fields(enum g4_type t, size_t *d, size_t *m) {
+    *m = SIZE_MAX;
+    switch (t) {
+    case G4_TYPE_Q4_1: *d = offsetof(block_q4_1, d), *m = offsetof(block_q4_1, m); break;
+    case G4_TYPE_Q5_1: *d = offsetof(block_q5_1, d), *m = offsetof(block_q5_1, m); break;
+    case G4_TYPE_Q2_K: *d = offsetof(block_q2_K, d), *m = offsetof(block_q2_K, dmin); break;
+    case G4_TYPE_Q3_K: *d = offsetof(block_q3_K, d); break;
+    case G4_TYPE_Q4_K: *d = offsetof(block_q4_K, d), *m = offsetof(block_q4_K, dmin); break;
+    case G4_TYPE_Q5_K: *d = offsetof(block_q5_K, d), *m = offsetof(block_q5_K, dmin); break;
+    case G4_TYPE_Q6_K: *d = offsetof(block_q6_K, d); break;
+    case G4_TYPE_IQ4_XS: *d = offsetof(block_iq4_xs, d); break;
+    default: *d = 0; break; /* Q4_0 Q5_0 Q8_0 IQ4_NL: d first */
+    }
+}
+
+static void put_fp16(uint8_t *p, float v) {
+    const g4_fp16 h = g4_fp32_to_fp16(v);
+    memcpy(p, &h, sizeof h);
+}
+
+static float get_fp16(const uint8_t *p) {
+    g4_fp16 h;
+    memcpy(&h, p, sizeof h);
+    return g4_fp16_to_fp32(h);
+}
+
+enum block_kind { NORMAL, ZERO, HUGE_SCALE, TINY_SCALE };
+
+/* Row 0 is all zero; row 1 starts with a huge-scale and a tiny-scale block;
+ * every fifth block of the other rows is zero. */
+static enum block_kind kind_of(int64_t row, int64_t block) {
+    if (row == 0) return ZERO;
+    if (row == 1 && block < 2) return block == 0 ? HUGE_SCALE : TINY_SCALE;
+    return block % 5 == 3 ? ZERO : NORMAL;
+}
+
+static void fill_float_row(enum g4_type t, uint8_t *row, int64_t r) {
+    for (int64_t i = 0; i < N_IN; i++) {
+        const enum block_kind k = kind_of(r, i / 32);
+        float v = k == ZERO ? 0.0f : frand();
+        if (k == HUGE_SCALE) v *= t == G4_TYPE_F16 ? 60000.0f : 1e30f;
+        if (k == TINY_SCALE) v *= t == G4_TYPE_F16 ? 1e-6f : 1e-30f;
+        if (t == G4_TYPE_F32) memcpy(row + 4 * i, &v, 4);
+        if (t == G4_TYPE_F16) put_fp16(row + 2 * i, v);
+        if (t == G4_TYPE_BF16) {
+            const g4_bf16 b = g4_fp32_to_bf16(v);
+            memcpy(row + 2 * i, &b, 2);
+        }
+    }
+}
+
+/* Random codes with chosen scales: all byte patterns are valid codes. */
+static void fill_block_row(enum g4_type t, uint8_t *row, int64_t r) {
+    const g4_type_traits *tr = g4_type_info(t);
+    size_t d_off, m_off;
+    scale_fields(t, &d_off, &m_off);
+    for (int64_t b = 0; b < N_IN / tr->blck_size; b++) {
+        uint8_t *blk = row + b * tr->type_size;
+        for (size_t i = 0; i < tr->type_size; i++) blk[i] = (uint8_t)rnd();
+        float d = (0.001f + 0.1f * fabsf(frand())) * (rnd() & 1 ? 1.0f : -1.0f);
+        float m = 0.05f * frand();
+        switch (kind_of(r, b)) {
+        case ZERO: memset(blk, 0, tr->type_size); continue;
+        case HUGE_SCALE: d = m = 65504.0f; break;
+        case TINY_SCALE: d = m = 0x1p-24f; break; /* smallest fp16 subnormal */
+        case NORMAL: break;
+        }
+        put_fp16(blk + d_off, d);
+        if (m_off != SIZE_MAX) put_fp16(blk + m_off, m);
+    }
+}
+
+/* Token 0 is plain, token 1 has a zero, a large and a tiny 256-value segment,
+ * token 2 is plain times 10. */
+static void fill_acts(float *x) {
+    for (int64_t t = 0; t < N_TOK; t++)
+        for (int64_t i = 0; i < N_IN; i++) {
+            float v = frand();
+            if (t == 1) v *= (float[]){0.0f, 1e3f, 1e-6f}[i / 256];
+            if (t == 2) v *= 10.0f;
+            x[t * N_IN + i] = v;
+        }
+}
+
+/* One weight type prepared for checking: weights, activations converted to
+ * the partner format by the scalar quantizer, and both dequantized. */
+typedef struct {
+    enum g4_type type, act_type;
+    int64_t wblock; /* values per weight block (32 for the float types) */
+    size_t row_bytes, act_row_bytes;
+    uint8_t *w;
+    float x[N_TOK * N_IN];
+    uint8_t *act;
+    float wf[N_OUT * N_IN], af[N_TOK * N_IN];
+} dot_case;
+
+static void dequantize_act(const dot_case *c, const uint8_t *a, const float *x, float *out) {
+    if (c->act_type == G4_TYPE_F32) {
+        memcpy(out, x, N_IN * sizeof(float));
+    } else if (c->act_type == G4_TYPE_Q8_1) { /* not a weight type, so not in g4_dequantize_row */
+        for (int64_t b = 0; b < N_IN / G4_QK; b++) {
+            block_q8_1 blk;
+            memcpy(&blk, a + b * sizeof blk, sizeof blk);
+            for (int i = 0; i < G4_QK; i++) out[b * G4_QK + i] = g4_fp16_to_fp32(blk.d) * blk.qs[i];
+        }
+    } else {
+        g4_dequantize_row(c->act_type, a, out, N_IN);
+    }
+}
+
+static dot_case *prepare(enum g4_type t) {
+    dot_case *c = calloc(1, sizeof *c);
+    c->type = t;
+    c->act_type = g4_vec_dot_type(t);
+    const bool is_float = t == G4_TYPE_F32 || t == G4_TYPE_F16 || t == G4_TYPE_BF16;
+    c->wblock = is_float ? 32 : g4_type_info(t)->blck_size;
+    c->row_bytes = g4_row_size(t, N_IN);
+    c->w = malloc(c->row_bytes * N_OUT);
+    for (int64_t r = 0; r < N_OUT; r++) {
+        uint8_t *row = c->w + r * c->row_bytes;
+        if (is_float) fill_float_row(t, row, r);
+        else fill_block_row(t, row, r);
+        g4_dequantize_row(t, row, c->wf + r * N_IN, N_IN);
+    }
+    fill_acts(c->x);
+    c->act_row_bytes = c->act_type == G4_TYPE_F32 ? N_IN * sizeof(float) : g4_row_size(c->act_type, N_IN);
+    c->act = malloc(c->act_row_bytes * N_TOK);
+    for (int64_t k = 0; k < N_TOK; k++) {
+        uint8_t *a = c->act + k * c->act_row_bytes;
+        if (c->act_type == G4_TYPE_F32) memcpy(a, c->x + k * N_IN, N_IN * sizeof(float));
+        else g4_kernels_scalar()->quantize_act[c->act_type](c->x + k * N_IN, a, N_IN);
+        dequantize_act(c, a, c->x + k * N_IN, c->af + k * N_IN);
+    }
+    return c;
+}
+
+static void release(dot_case *c) {
+    free(c->w);
+    free(c->act);
+    free(c);
+}
+
+/* Scale of the float rounding in a dot: sum of |activation| times the largest
+ * |weight| of its block (covers K-quant scale and min parts that cancel). */
+static double magnitude(const dot_case *c, int64_t r, int64_t k) {
+    const float *wf = c->wf + r * N_IN, *af = c->af + k * N_IN, *x = c->x + k * N_IN;
+    double mag = 0.0;
+    for (int64_t b = 0; b < N_IN / c->wblock; b++) {
+        double wmax = 0.0;
+        for (int64_t i = b * c->wblock; i < (b + 1) * c->wblock; i++) wmax = fmax(wmax, fabs(wf[i]));
+        for (int64_t i = b * c->wblock; i < (b + 1) * c->wblock; i++) mag += fmax(fabs(af[i]), fabs(x[i])) * wmax;
+    }
+    return mag;
+}
+
+/* Bound on |x_i - dequantized activation_i| from the quantization step. */
+static void act_errors(enum g4_type at, const float *x, double *e) {
+    const int64_t blk = at == G4_TYPE_Q8_K ? G4_QK_K : G4_QK;
+    for (int64_t b = 0; b < N_IN / blk; b++) {
+        double amax = 0.0;
+        for (int64_t i = b * blk; i < (b + 1) * blk; i++) amax = fmax(amax, fabs(x[i]));
+        for (int64_t i = b * blk; i < (b + 1) * blk; i++) {
+            switch (at) {
+            case G4_TYPE_Q8_0:
+            case G4_TYPE_Q8_1: e[i] = 0.5001 * amax / 127 + 127 * fp16_err(amax / 127); break;
+            case G4_TYPE_Q8_K: e[i] = 0.5001 * amax / 127; break;
+            case G4_TYPE_F16: e[i] = fp16_err(x[i]); break;
+            case G4_TYPE_BF16: e[i] = fmax(fabs(x[i]) * 0x1p-8, 1e-38); break;
+            default: e[i] = 0.0; break;
+            }
+        }
+    }
+}
+
+/* |error| / bound, 0 when both are 0. */
+static double ratio(double err, double bound) { return err == 0.0 ? 0.0 : bound > 0.0 ? err / bound : INFINITY; }
+
+/* Q4_1/Q5_1 dots use the stored s = fp16(d*sum q) for the min term; returns
+ * what that adds over the dequantized product, and the extra float-vs-exact
+ * error bound of the min term in *tol. */
+static double min_term(const dot_case *c, int64_t r, int64_t k, const double *e, double *tol) {
+    *tol = 0.0;
+    if (c->act_type != G4_TYPE_Q8_1) return 0.0;
+    size_t d_off, m_off;
+    scale_fields(c->type, &d_off, &m_off);
+    const size_t bsize = g4_type_info(c->type)->type_size;
+    double extra = 0.0;
+    for (int64_t b = 0; b < N_IN / G4_QK; b++) {
+        const double m = get_fp16(c->w + r * c->row_bytes + b * bsize + m_off);
+        block_q8_1 a;
+        memcpy(&a, c->act + k * c->act_row_bytes + b * sizeof a, sizeof a);
+        double qsum = 0.0, esum = 0.0;
+        for (int i = 0; i < G4_QK; i++) qsum += a.qs[i], esum += e[b * G4_QK + i];
+        const double s = g4_fp16_to_fp32(a.s);
+        extra += m * (s - g4_fp16_to_fp32(a.d) * qsum);
+        *tol += fabs(m) * (2 * esum + fp16_err(s));
+    }
+    return extra;
+}
+
+static g4_pool *pools[4]; /* 1, 2, 3 and 7 threads */
+static const int pool_threads[4] = {1, 2, 3, 7};
+
+static void test_weight_type(enum g4_type t) {
+    const char *name = g4_type_name(t);
+    const g4_kernels *k = g4_kernels_scalar();
+    dot_case *c = prepare(t);
+    const g4_weight w = {t, c->w, N_IN, N_OUT, c->row_bytes};
+    float y[N_TOK * N_OUT];
+    g4_matmul(&w, c->x, N_TOK, y, pools[0]);
+
+    int mismatched = 0;
+    double worst_ref = 0.0, worst_float = 0.0;
+    for (int64_t r = 0; r < N_OUT; r++)
+        for (int64_t j = 0; j < N_TOK; j++) {
+            const float got = k->vec_dot[t](N_IN, c->w + r * c->row_bytes, c->act + j * c->act_row_bytes);
+            if (memcmp(&got, &y[j * N_OUT + r], sizeof got) != 0) mismatched++;
+            double e[N_IN];
+            act_errors(c->act_type, c->x + j * N_IN, e);
+            double ref = 0.0, exact = 0.0, tol = 0.0, min_tol;
+            for (int64_t i = 0; i < N_IN; i++) {
+                const double wi = c->wf[r * N_IN + i];
+                ref += wi * c->af[j * N_IN + i];
+                exact += wi * c->x[j * N_IN + i];
+                tol += fabs(wi) * e[i];
+            }
+            ref += min_term(c, r, j, e, &min_tol);
+            const double mag = magnitude(c, r, j);
+            worst_ref = fmax(worst_ref, ratio(fabs(got - ref), 1e-5 * mag));
+            worst_float = fmax(worst_float, ratio(fabs(got - exact), tol + min_tol + 1e-5 * mag));
+        }
+    CHECK(mismatched == 0, "%s: g4_matmul differs from vec_dot in %d of %d outputs", name, mismatched, N_OUT * N_TOK);
+    CHECK(worst_ref <= 1.0, "%s: vec_dot vs double dot of the dequantized operands: %.3g x the 1e-5 bound", name, worst_ref);
+    CHECK(worst_float <= 1.0, "%s: vec_dot vs the float activations: %.3g x the quantization-step bound", name, worst_float);
+    bool zero_row = true;
+    for (int64_t j = 0; j < N_TOK; j++) zero_row &= y[j * N_OUT] == 0.0f;
+    CHECK(zero_row, "%s: an all-zero weight row gives %g %g %g", name, y[0], y[N_OUT], y[2 * N_OUT]);
+
+    for (int p = 1; p < 4; p++) {
+        float yp[N_TOK * N_OUT];
+        g4_matmul(&w, c->x, N_TOK, yp, pools[p]);
+        CHECK(memcmp(y, yp, sizeof y) == 0, "%s: g4_matmul with %d threads differs from 1 thread", name, pool_threads[p]);
+    }
+    release(c);
+}
+
+/* Hand-worked blocks: round-half-even codes and the scale rules. */
+static void test_quantizers(void) {
+    const g4_kernels *k = g4_kernels_scalar();
+    float x[3 * G4_QK_K] = {0};
+    /* Q8_0/Q8_1: amax 127 -> id 1, d 1; amax 254 -> id 0.5, d 2; a zero block */
+    const float b0[] = {127, 2.5f, 3.5f, -2.5f, -0.5f, 0.5f, 1.5f};
+    memcpy(x, b0, sizeof b0);
+    x[64] = -254, x[65] = 5, x[66] = 7;
+    block_q8_0 q0[3];
+    k->quantize_act[G4_TYPE_Q8_0](x, q0, 3 * G4_QK);
+    const int8_t want0[] = {127, 2, 4, -2, 0, 0, 2, 0};
+    CHECK(memcmp(q0[0].qs, want0, sizeof want0) == 0, "q8_0 codes %d %d %d %d %d %d %d", q0[0].qs[0], q0[0].qs[1],
+          q0[0].qs[2], q0[0].qs[3], q0[0].qs[4], q0[0].qs[5], q0[0].qs[6]);
+    CHECK(g4_fp16_to_fp32(q0[0].d) == 1.0f, "q8_0 d %g, want 1", g4_fp16_to_fp32(q0[0].d));
+    CHECK(q0[1].d == 0 && q0[1].qs[0] == 0 && q0[1].qs[31] == 0, "q8_0 zero block: d %04x", q0[1].d);
+    CHECK(g4_fp16_to_fp32(q0[2].d) == 2.0f && q0[2].qs[0] == -127 && q0[2].qs[1] == 2 && q0[2].qs[2] == 4,
+          "q8_0 amax 254: d %g codes %d %d %d", g4_fp16_to_fp32(q0[2].d), q0[2].qs[0], q0[2].qs[1], q0[2].qs[2]);
+
+    block_q8_1 q1[3];
+    k->quantize_act[G4_TYPE_Q8_1](x, q1, 3 * G4_QK);
+    CHECK(memcmp(q1[0].qs, want0, sizeof want0) == 0 && g4_fp16_to_fp32(q1[0].d) == 1.0f, "q8_1 block 0 differs");
+    CHECK(g4_fp16_to_fp32(q1[0].s) == 133.0f && g4_fp16_to_fp32(q1[2].s) == 2.0f * -121, "q8_1 s %g %g, want 133 -242",
+          g4_fp16_to_fp32(q1[0].s), g4_fp16_to_fp32(q1[2].s));
+
+    /* Q8_K: the signed max sets the sign of d; codes are capped at 127 */
+    memset(x, 0, sizeof x);
+    x[0] = -127, x[1] = 2.5f, x[2] = 3.5f, x[3] = -0.5f, x[17] = 100;
+    x[256] = 127, x[257] = 2.5f, x[258] = -3.5f;
+    block_q8_K qk[3];
+    k->quantize_act[G4_TYPE_Q8_K](x, qk, 3 * G4_QK_K);
+    CHECK(qk[0].d == 1.0f && qk[0].qs[0] == -127 && qk[0].qs[1] == 2 && qk[0].qs[2] == 4 && qk[0].qs[3] == 0 &&
+              qk[0].qs[17] == 100,
+          "q8_K negative max: d %g codes %d %d %d %d %d", qk[0].d, qk[0].qs[0], qk[0].qs[1], qk[0].qs[2], qk[0].qs[3],
+          qk[0].qs[17]);
+    CHECK(qk[0].bsums[0] == -121 && qk[0].bsums[1] == 100 && qk[0].bsums[2] == 0, "q8_K bsums %d %d %d", qk[0].bsums[0],
+          qk[0].bsums[1], qk[0].bsums[2]);
+    CHECK(qk[1].d == -1.0f && qk[1].qs[0] == -127 && qk[1].qs[1] == -2 && qk[1].qs[2] == 4 && qk[1].bsums[0] == -125,
+          "q8_K positive max: d %g codes %d %d %d bsum %d", qk[1].d, qk[1].qs[0], qk[1].qs[1], qk[1].qs[2], qk[1].bsums[0]);
+    CHECK(qk[2].d == 0.0f && qk[2].qs[5] == 0 && qk[2].bsums[3] == 0, "q8_K zero block: d %g", qk[2].d);
+
+    const float fx[] = {1.0f, 1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65520.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f};
+    g4_fp16 h[6];
+    k->quantize_act[G4_TYPE_F16](fx, h, 6);
+    CHECK(h[0] == 0x3c00 && h[1] == 0x3c00 && h[2] == 0x3c02 && h[3] == 0x7c00, "f16 act %04x %04x %04x %04x", h[0], h[1],
+          h[2], h[3]);
+    g4_bf16 bf[6];
+    k->quantize_act[G4_TYPE_BF16](fx, bf, 6);
+    CHECK(bf[0] == 0x3f80 && bf[4] == 0x3f80 && bf[5] == 0x3f82, "bf16 act %04x %04x %04x", bf[0], bf[4], bf[5]);
+
+    /* one Q4_0 block of +1s (nibble 9) with d 1 against q8_0 ones with d 1 */
+    block_q4_0 w4 = {0x3c00, {0}};
+    memset(w4.qs, 0x99, sizeof w4.qs);
+    block_q8_0 a8 = {0x3c00, {0}};
+    memset(a8.qs, 1, sizeof a8.qs);
+    CHECK(k->vec_dot[G4_TYPE_Q4_0](G4_QK, &w4, &a8) == 32.0f, "q4_0 . q8_0 of ones: %g",
+          k->vec_dot[G4_TYPE_Q4_0](G4_QK, &w4, &a8));
+}
+
+/* ---- thread pool ---- */
+
+typedef struct {
+    atomic_int count[8];
+    atomic_uint mask;
+    int want_nth;
+    atomic_int bad_nth;
+    pthread_t caller;
+    atomic_int ith0_elsewhere;
+} pool_probe;
+
+static void probe_task(void *arg, int ith, int nth) {
+    pool_probe *p = arg;
+    atomic_fetch_add(&p->count[ith], 1);
+    atomic_fetch_or(&p->mask, 1u << ith);
+    if (nth != p->want_nth) atomic_fetch_add(&p->bad_nth, 1);
+    if (ith == 0 && !pthread_equal(pthread_self(), p->caller)) atomic_fetch_add(&p->ith0_elsewhere, 1);
+}
+
+static void test_pool(void) {
+    g4_pool *all = g4_pool_create(0);
+    CHECK(g4_pool_size(all) == (int)sysconf(_SC_NPROCESSORS_ONLN), "g4_pool_create(0) gave %d threads",
+          g4_pool_size(all));
+    g4_pool_free(all);
+    CHECK(g4_pool_size(NULL) == 1, "size of the NULL pool %d", g4_pool_size(NULL));
+
+    static pool_probe probe; /* zero-initialized atomics */
+    probe.caller = pthread_self();
+    probe.want_nth = 1;
+    g4_pool_run(NULL, probe_task, &probe);
+    CHECK(atomic_load(&probe.count[0]) == 1 && atomic_load(&probe.mask) == 1, "NULL pool ran ith 0 %d times",
+          atomic_load(&probe.count[0]));
+
+    for (int p = 1; p < 4; p++) {
+        const int n = pool_threads[p], runs = 3000;
+        int bad_runs = 0;
+        probe.want_nth = n;
+        for (int i = 0; i < 8; i++) atomic_store(&probe.count[i], 0);
+        for (int r = 0; r < runs; r++) {
+            atomic_store(&probe.mask, 0);
+            g4_pool_run(pools[p], probe_task, &probe);
+            if (atomic_load(&probe.mask) != (1u << n) - 1) bad_runs++;
+            if (r % 500 == 0) usleep(3000); /* let the workers fall asleep on the condition variable */
+        }
+        bool each_once = true;
+        for (int i = 0; i < 8; i++) each_once &= atomic_load(&probe.count[i]) == (i < n ? runs : 0);
+        CHECK(bad_runs == 0 && each_once, "%d threads: %d runs missed an ith; ith 0 ran %d of %d times", n, bad_runs,
+              atomic_load(&probe.count[0]), runs);
+    }
+    CHECK(atomic_load(&probe.bad_nth) == 0 && atomic_load(&probe.ith0_elsewhere) == 0,
+          "wrong nth %d times, ith 0 off the calling thread %d times", atomic_load(&probe.bad_nth),
+          atomic_load(&probe.ith0_elsewhere));
+
+    /* fewer output rows than threads: some threads get none */
+    dot_case *c = prepare(G4_TYPE_Q8_0);
+    const g4_weight w = {G4_TYPE_Q8_0, c->w, N_IN, 2, c->row_bytes};
+    float y1[N_TOK * 2], y7[N_TOK * 2];
+    g4_matmul(&w, c->x, N_TOK, y1, NULL);
+    g4_matmul(&w, c->x, N_TOK, y7, pools[3]);
+    CHECK(memcmp(y1, y7, sizeof y1) == 0, "2 output rows on 7 threads differ from 1 thread");
+    release(c);
+}
+
+/* ---- dispatch ---- */
+
+/* Runs g4_kernels_select(request) and returns the lines it wrote to stderr. */
+static const g4_kernels *select_capturing(const char *request, int *lines, char *first, size_t first_len) {
+    fflush(stderr);
+    const int saved = dup(2);
+    FILE *tmp = tmpfile();
+    dup2(fileno(tmp), 2);
+    const g4_kernels *k = g4_kernels_select(request);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    *lines = 0;
+    first[0] = 0;
+    char buf[512];
+    while (fgets(buf, sizeof buf, tmp))
+        if ((*lines)++ == 0) snprintf(first, first_len, "%s", buf);
+    fclose(tmp);
+    return k;
+}
+
+static void test_dispatch(void) {
+    const g4_kernels *scalar = g4_kernels_by_name("scalar");
+    CHECK(g4_kernels_active() == scalar && strcmp(g4_kernels_active()->isa, "scalar") == 0,
+          "GEMMA4_ISA=scalar selected %s", g4_kernels_active()->isa);
+    bool same = scalar != NULL;
+    for (int t = 0; same && t < G4_TYPE_COUNT; t++)
+        same = scalar->vec_dot[t] == g4_kernels_scalar()->vec_dot[t] &&
+               scalar->quantize_act[t] == g4_kernels_scalar()->quantize_act[t];
+    CHECK(same, "the dispatched scalar table differs from g4_kernels_scalar()");
+    CHECK(g4_kernels_by_name("bogus") == NULL && g4_kernels_by_name(NULL) == NULL, "unknown ISA names give a table");
+
+    const char *preference[] = {"avx512", "avx2", "neon", "scalar"};
+    const g4_kernels *best = NULL;
+    for (int i = 0; i < 4 && !best; i++) best = g4_kernels_by_name(preference[i]);
+    int lines;
+    char line[512];
+    CHECK(select_capturing(NULL, &lines, line, sizeof line) == best && lines == 0, "no override: got another table or %d lines",
+          lines);
+    CHECK(select_capturing("bogus", &lines, line, sizeof line) == best && lines == 1 && strstr(line, "GEMMA4_ISA=bogus"),
+          "unknown name: %d lines: %s", lines, line);
+#if defined(__x86_64__)
+    const char *foreign = "neon";
+#else
+    const char *foreign = "avx2";
+#endif
+    CHECK(select_capturing(foreign, &lines, line, sizeof line) == best && lines == 1, "ISA of another architecture: %d lines",
+          lines);
+}
+
+/* Every SIMD table this machine can run must agree with the scalar one. */
+static void test_isa_tables(void) {
+    const g4_kernels *scalar = g4_kernels_scalar();
+    const char *names[] = {"avx2", "avx512", "neon"};
+    for (int n = 0; n < 3; n++) {
+        const g4_kernels *k = g4_kernels_by_name(names[n]);
+        if (!k) {
+            printf("isa %s: skipped (not built or not supported by this CPU)\n", names[n]);
+            continue;
+        }
+        float x[N_TOK * N_IN];
+        fill_acts(x);
+        for (size_t a = 0; a < sizeof act_types / sizeof act_types[0]; a++) {
+            const enum g4_type at = act_types[a];
+            const size_t bytes = g4_row_size(at, N_IN) * N_TOK;
+            uint8_t *want = calloc(1, bytes), *got = calloc(1, bytes);
+            for (int64_t j = 0; j < N_TOK; j++) {
+                scalar->quantize_act[at](x + j * N_IN, want + j * g4_row_size(at, N_IN), N_IN);
+                k->quantize_act[at](x + j * N_IN, got + j * g4_row_size(at, N_IN), N_IN);
+            }
+            CHECK(memcmp(want, got, bytes) == 0, "%s: quantize_act[%s] differs from scalar", names[n], g4_type_name(at));
+            free(want);
+            free(got);
+        }
+        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+            dot_case *c = prepare(weight_types[i]);
+            double worst = 0.0;
+            for (int64_t r = 0; r < N_OUT; r++)
+                for (int64_t j = 0; j < N_TOK; j++) {
+                    const void *w = c->w + r * c->row_bytes, *act = c->act + j * c->act_row_bytes;
+                    const double diff = fabs(k->vec_dot[c->type](N_IN, w, act) - scalar->vec_dot[c->type](N_IN, w, act));
+                    worst = fmax(worst, ratio(diff, 1e-5 * magnitude(c, r, j)));
+                }
+            CHECK(worst <= 1.0, "%s: vec_dot[%s] is %.3g x the 1e-5 bound from scalar", names[n], g4_type_name(c->type), worst);
+            release(c);
+        }
+    }
+}
+
+int main(void) {
+    setenv("GEMMA4_ISA", "scalar", 1); /* g4_matmul must use the scalar table here */
+    for (int p = 0; p < 4; p++) pools[p] = g4_pool_create(pool_threads[p]);
+    test_quantizers();
+    for (size_t i = 0; i < N_WEIGHT_TYPES; i++) test_weight_type(weight_types[i]);
+    test_pool();
+    test_dispatch();
+    test_isa_tables();
+    for (int p = 0; p < 4; p++) g4_pool_free(pools[p]);
+    return test_summary("test_kernels");
+}

@@ -1,0 +1,194 @@
+/* Every fixture model through `gemma4 logits`, prefill (all tokens in one
+ * call) and decode (--ubatch 1), against the llama.cpp reference logits; and
+ * the quality of the quantized paths measured like llama.cpp's KL-divergence
+ * tool: KL(llama.cpp F32 || ours quantized) next to KL(llama.cpp F32 ||
+ * llama.cpp quantized) on the same tokens. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/harness.h"
+
+#define N_VOCAB 512
+#define MAX_TOK 128
+
+static const char *shapes[] = {"e2b", "moe", "dense"};
+static const char *types[] = {"f32", "q8_0", "q4_0", "q4_k"};
+static const char *seqs[] = {"short", "long"};
+
+/* Bars from the issue, tightened to what our numbers allow (see the note in
+ * the closing report); never loosen them to pass. */
+#define F32_MAX_ABS 2e-2
+#define F32_MEAN_ABS 2e-3
+#define Q_MEAN_ABS 0.15
+#define Q_ARGMAX_MIN 0.99
+#define KLD_RATIO_MAX 1.10
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) free(buf), buf = NULL;
+    fclose(f);
+    if (buf) buf[n] = 0, *len = (size_t)n;
+    return buf;
+}
+
+/* The "tokens" array of a sidecar JSON file. */
+static int read_tokens(const char *path, int32_t *ids) {
+    size_t len;
+    char *js = slurp(path, &len);
+    if (!js) return -1;
+    const char *p = strstr(js, "\"tokens\"");
+    int n = -1;
+    if (p && (p = strchr(p, '['))) {
+        n = 0;
+        for (p++; *p && *p != ']' && n < MAX_TOK;) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p) { p++; continue; }
+            ids[n++] = (int32_t)v;
+            p = end;
+        }
+    }
+    free(js);
+    return n;
+}
+
+static float *read_logits(const char *path, int n_tok) {
+    size_t len;
+    char *buf = slurp(path, &len);
+    if (buf && len != (size_t)n_tok * N_VOCAB * sizeof(float)) free(buf), buf = NULL;
+    return (float *)buf;
+}
+
+/* Runs `gemma4 logits` and returns n_tok x N_VOCAB floats. */
+static float *run_logits(const char *model, const int32_t *ids, int n, int ubatch) {
+    const char *bin = getenv("GEMMA4_BIN") ? getenv("GEMMA4_BIN") : "build/gemma4";
+    const char *run = getenv("RUN") ? getenv("RUN") : "";
+    char *cmd = malloc(8192), out[] = "/tmp/g4_test_logits_XXXXXX";
+    int fd = mkstemp(out);
+    if (fd < 0 || !cmd) return free(cmd), NULL;
+    close(fd);
+    int k = snprintf(cmd, 8192, "%s %s logits -m %s -o %s -t 2 --tokens ", run, bin, model, out);
+    for (int i = 0; i < n; i++) k += snprintf(cmd + k, 8192 - (size_t)k, i ? ",%d" : "%d", ids[i]);
+    if (ubatch) snprintf(cmd + k, 8192 - (size_t)k, " --ubatch %d", ubatch);
+    float *l = system(cmd) == 0 ? read_logits(out, n) : NULL;
+    remove(out);
+    free(cmd);
+    return l;
+}
+
+typedef struct { double max_abs, mean_abs, argmax_agree; } diff;
+
+static int argmax(const float *x) {
+    int b = 0;
+    for (int i = 1; i < N_VOCAB; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static diff compare(const float *a, const float *b, int n_tok) {
+    diff d = {0, 0, 0};
+    for (int t = 0; t < n_tok; t++) {
+        for (int i = 0; i < N_VOCAB; i++) {
+            double e = fabs((double)a[t * N_VOCAB + i] - b[t * N_VOCAB + i]);
+            if (!(e <= d.max_abs)) d.max_abs = e; /* NaN propagates */
+            d.mean_abs += e;
+        }
+        d.argmax_agree += argmax(a + t * N_VOCAB) == argmax(b + t * N_VOCAB);
+    }
+    d.mean_abs /= (double)n_tok * N_VOCAB;
+    d.argmax_agree /= n_tok;
+    return d;
+}
+
+/* Sum over positions of KL(softmax(p) || softmax(q)), in double. */
+static double sum_kld(const float *p, const float *q, int n_tok) {
+    double total = 0;
+    for (int t = 0; t < n_tok; t++) {
+        const float *a = p + t * N_VOCAB, *b = q + t * N_VOCAB;
+        double ma = a[0], mb = b[0], za = 0, zb = 0, kl = 0;
+        for (int i = 1; i < N_VOCAB; i++) ma = fmax(ma, a[i]), mb = fmax(mb, b[i]);
+        for (int i = 0; i < N_VOCAB; i++) za += exp(a[i] - ma), zb += exp(b[i] - mb);
+        for (int i = 0; i < N_VOCAB; i++) {
+            double la = a[i] - ma - log(za), lb = b[i] - mb - log(zb);
+            kl += exp(la) * (la - lb);
+        }
+        total += kl;
+    }
+    return total;
+}
+
+int main(void) {
+    const char *fx = test_fixtures_dir();
+    char path[1024];
+    double kld_ours[3][4] = {{0}}, kld_ref[3][4] = {{0}};
+    int kld_n[3][4] = {{0}};
+    printf("%-18s %-7s %10s %10s %8s\n", "model.seq", "path", "max|d|", "mean|d|", "argmax");
+    for (size_t si = 0; si < 3; si++) {
+        for (size_t qi = 0; qi < 2; qi++) {
+            int32_t ids[MAX_TOK];
+            snprintf(path, sizeof path, "%s/logits/%s_f32.%s.json", fx, shapes[si], seqs[qi]);
+            int n = read_tokens(path, ids);
+            CHECK(n > 0, "tokens of %s", path);
+            if (n <= 0) continue;
+            snprintf(path, sizeof path, "%s/logits/%s_f32.%s.logits.f32", fx, shapes[si], seqs[qi]);
+            float *ref_f32 = read_logits(path, n);
+            CHECK(ref_f32 != NULL, "reading %s", path);
+            for (size_t ti = 0; ti < 4 && ref_f32; ti++) {
+                int32_t ids_t[MAX_TOK];
+                snprintf(path, sizeof path, "%s/logits/%s_%s.%s.json", fx, shapes[si], types[ti], seqs[qi]);
+                int nt = read_tokens(path, ids_t);
+                CHECK(nt == n && !memcmp(ids, ids_t, (size_t)n * sizeof *ids), "%s: same tokens as the f32 fixture", path);
+                snprintf(path, sizeof path, "%s/logits/%s_%s.%s.logits.f32", fx, shapes[si], types[ti], seqs[qi]);
+                float *ref = read_logits(path, n);
+                CHECK(ref != NULL, "reading %s", path);
+                char model[1024];
+                snprintf(model, sizeof model, "%s/models/%s_%s.gguf", fx, shapes[si], types[ti]);
+                float *ours[2] = {run_logits(model, ids, n, 0), run_logits(model, ids, n, 1)};
+                for (int pi = 0; pi < 2 && ref; pi++) {
+                    const char *name = pi ? "decode" : "prefill";
+                    CHECK(ours[pi] != NULL, "gemma4 logits %s on %s", name, model);
+                    if (!ours[pi]) continue;
+                    diff d = compare(ours[pi], ref, n);
+                    printf("%-6s%-5s.%-6s %-7s %10.3g %10.3g %7.1f%%\n", shapes[si], types[ti], seqs[qi], name, d.max_abs,
+                           d.mean_abs, 100 * d.argmax_agree);
+                    if (ti == 0) {
+                        CHECK(d.max_abs <= F32_MAX_ABS, "%s %s %s: max |diff| %g", shapes[si], seqs[qi], name, d.max_abs);
+                        CHECK(d.mean_abs <= F32_MEAN_ABS, "%s %s %s: mean |diff| %g", shapes[si], seqs[qi], name, d.mean_abs);
+                    } else {
+                        CHECK(d.mean_abs <= Q_MEAN_ABS, "%s_%s %s %s: mean |diff| %g", shapes[si], types[ti], seqs[qi], name, d.mean_abs);
+                        CHECK(d.argmax_agree >= Q_ARGMAX_MIN, "%s_%s %s %s: argmax agreement %g", shapes[si], types[ti],
+                              seqs[qi], name, d.argmax_agree);
+                    }
+                }
+                if (ti > 0 && ref && ours[0]) {
+                    kld_ours[si][ti] += sum_kld(ref_f32, ours[0], n);
+                    kld_ref[si][ti] += sum_kld(ref_f32, ref, n);
+                    kld_n[si][ti] += n;
+                }
+                free(ours[0]);
+                free(ours[1]);
+                free(ref);
+            }
+            free(ref_f32);
+        }
+    }
+    /* per shape and type, over the positions of both sequences */
+    printf("mean KLD from llama.cpp's F32 distribution (both sequences):\n");
+    for (size_t si = 0; si < 3; si++)
+        for (size_t ti = 1; ti < 4; ti++) {
+            CHECK(kld_n[si][ti] > 0, "%s_%s: no KLD measured", shapes[si], types[ti]);
+            if (!kld_n[si][ti]) continue;
+            const double ours = kld_ours[si][ti] / kld_n[si][ti], ref = kld_ref[si][ti] / kld_n[si][ti];
+            printf("  %-6s %-5s ours %.3e  llama.cpp %.3e  ratio %.3f\n", shapes[si], types[ti], ours, ref, ours / ref);
+            CHECK(ours <= KLD_RATIO_MAX * ref, "%s_%s: KLD %g vs llama.cpp %g", shapes[si], types[ti], ours, ref);
+        }
+    return test_summary("test_logits");
+}

@@ -1,0 +1,156 @@
+/* Gemma 4 chat format in plain C: renders a conversation into the prompt
+ * text the model was trained on, and splits the model's output back into
+ * reasoning, answer and tool calls. No template engine: the rules of
+ * Google's Gemma 4 chat template are written out in tokenizer/chat.c.
+ *
+ * Prompt text and <bos>: g4_chat_format() returns the prompt WITHOUT the
+ * leading "<bos>" that the Jinja template prints. Tokenize it with
+ * g4_tokenize(..., add_special = true, parse_special = true): the tokenizer
+ * adds BOS, so the token stream starts with exactly one id 2, as llama.cpp
+ * does when it strips the template's "<bos>".
+ *
+ * Which template: Google's current canonical Gemma 4 template (the one that
+ * keeps a tool-using exchange inside one model turn). Its rules:
+ *  - A system turn "<|turn>system\n" ["<|think|>\n"] SYSTEM TOOLS "<turn|>\n"
+ *    is emitted iff thinking is on, tools are given, or the first message
+ *    has role "system" or "developer" (only allowed first).
+ *  - "user" and "model" turns: "<|turn>ROLE\n" CONTENT "<turn|>\n", content
+ *    trimmed. "assistant" is the same as "model". Earlier thoughts
+ *    ("<|channel>...<channel|>") are removed from model content.
+ *  - A model message's tool calls are followed by the answers of the "tool"
+ *    messages right after it; the model turn stays open when the next
+ *    message is another model message (it continues the same turn), or when
+ *    the conversation ends there (the model continues; no new generation
+ *    prompt is opened).
+ *  - Thinking off: the generation prompt "<|turn>model\n" is followed by an
+ *    empty thought channel "<|channel>thought\n<channel|>" only for the
+ *    models whose template does so (26B-A4B and 31B; not E2B/E4B). The chat
+ *    code cannot know the model, so the caller sets empty_thought_channel
+ *    from gemma4_empty_thought_channel(model).
+ *  - Thinking on and the prompt ends after tool responses: the template
+ *    opens the thought channel "<|channel>thought\n" for the model; parse
+ *    that output with starts_in_thought = true.
+ * Deliberate differences from the Jinja text: roles "model" and "assistant"
+ * behave identically (the template merges only "assistant" turns); a "tool"
+ * message that does not follow a model tool call is an error (the template
+ * drops it silently); a function's "response" schema is not rendered; a
+ * model turn closed by text after its tool results gets a new generation
+ * prompt (the template would leave the prompt without one).
+ */
+#ifndef G4_CHAT_H
+#define G4_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf/gguf.h" /* G4_ERR_LEN */
+
+/* A JSON-like value: tool parameter schemas, call arguments, tool results.
+ * Trees are heap-allocated; an object keeps its keys in insertion order
+ * (output sorts them as the template's dictsort does). */
+typedef enum g4_chat_value_type {
+    G4_CHAT_NULL,
+    G4_CHAT_BOOL,
+    G4_CHAT_INT,
+    G4_CHAT_FLOAT,
+    G4_CHAT_STRING,
+    G4_CHAT_ARRAY,
+    G4_CHAT_OBJECT,
+} g4_chat_value_type;
+
+typedef struct g4_chat_value g4_chat_value;
+struct g4_chat_value {
+    g4_chat_value_type type;
+    bool b;                /* BOOL */
+    int64_t i;             /* INT */
+    double f;              /* FLOAT */
+    char *str;             /* STRING: NUL-terminated copy */
+    size_t len;            /* STRING: bytes; ARRAY/OBJECT: element count */
+    size_t cap;
+    char **keys;           /* OBJECT: keys[k] names items[k] */
+    g4_chat_value **items; /* ARRAY/OBJECT */
+};
+
+/* Constructors return NULL when out of memory. */
+g4_chat_value *g4_chat_null(void);
+g4_chat_value *g4_chat_bool(bool b);
+g4_chat_value *g4_chat_int(int64_t i);
+g4_chat_value *g4_chat_float(double f);
+g4_chat_value *g4_chat_string(const char *s, size_t len);
+g4_chat_value *g4_chat_array(void);
+g4_chat_value *g4_chat_object(void);
+/* Both take ownership of item (freed on failure); a repeated key replaces
+ * the earlier value, as a JSON object loaded into a dict does. 0 or -1. */
+int g4_chat_array_push(g4_chat_value *array, g4_chat_value *item);
+int g4_chat_object_set(g4_chat_value *object, const char *key, g4_chat_value *item);
+/* NULL if v is not an object or has no such key. */
+const g4_chat_value *g4_chat_object_get(const g4_chat_value *v, const char *key);
+void g4_chat_value_free(g4_chat_value *v);
+
+/* A function the model may call: parameters is a JSON schema object
+ * ({"type":"object","properties":{...},"required":[...]}) or NULL. */
+typedef struct g4_chat_tool {
+    const char *name;
+    const char *description;
+    const g4_chat_value *parameters;
+} g4_chat_tool;
+
+/* One call. In messages it is read only; g4_chat_parse_output() fills owned
+ * copies (id is then NULL), so parsed calls can be put back into history. */
+typedef struct g4_chat_tool_call {
+    char *id;             /* matches g4_chat_msg.tool_call_id; may be NULL */
+    char *name;
+    g4_chat_value *args;  /* an object, or NULL for no arguments */
+} g4_chat_tool_call;
+
+typedef struct g4_chat_msg {
+    const char *role;      /* system, developer, user, model, assistant, tool */
+    const char *content;   /* NULL = empty */
+    const char *reasoning; /* model: its thought text, rendered only for
+                              model messages after the last user message */
+    const g4_chat_tool_call *tool_calls; /* model */
+    size_t n_tool_calls;
+    const char *tool_call_id;       /* tool: the call it answers */
+    const char *name;               /* tool: function name when the id does
+                                       not match a call ("unknown" if NULL) */
+    const g4_chat_value *response;  /* tool: the result (e.g. the tool's JSON
+                                       output parsed); NULL = content text */
+} g4_chat_msg;
+
+typedef struct g4_chat_opts {
+    bool add_generation_prompt;
+    bool enable_thinking;
+    bool empty_thought_channel; /* gemma4_empty_thought_channel(model) */
+    const g4_chat_tool *tools;
+    size_t n_tools;
+} g4_chat_opts;
+
+/* The prompt for msgs[0..n) (NUL-terminated, malloc'd, no "<bos>"), ending
+ * with the generation prompt when opts->add_generation_prompt. opts may be
+ * NULL (all off). NULL with err set on malformed input: unknown role, system
+ * or developer not first, a tool message that answers no call, a tool call
+ * or tool without a name, arguments or parameters that are not objects. */
+char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts, char *err);
+
+/* The model's output split into its parts. */
+typedef struct g4_chat_output {
+    char *reasoning;  /* text of the thought channel(s), "" if none */
+    char *content;    /* the answer, trimmed, "" if none */
+    g4_chat_tool_call *calls;
+    size_t n_calls;
+    bool truncated;   /* the text ended inside a thought or a tool call */
+} g4_chat_output;
+
+/* Parses generated text (decoded with control tokens shown). Stops at an
+ * end-of-turn marker (<turn|>, <|tool_response>, <eos>). starts_in_thought:
+ * the prompt ended with an open "<|channel>thought\n". A text cut off inside
+ * a thought or a tool call is not an error: what arrived is kept (a partial
+ * call is dropped) and truncated is set. A complete tool call with bad
+ * syntax is an error: -1 with err set and *out empty. 0 on success; free
+ * with g4_chat_output_free either way. */
+int g4_chat_parse_output(const char *text, size_t len, bool starts_in_thought,
+                         g4_chat_output *out, char *err);
+void g4_chat_output_free(g4_chat_output *out);
+
+#endif

@@ -1,0 +1,104 @@
+/* gemma4 logits: raw logits of every position, little-endian f32,
+ * n_tokens rows of n_vocab: the layout of the fixture reference files. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemma4.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: gemma4 logits -m FILE (--tokens ID,ID,... | --text TEXT) -o OUT.bin [options]\n"
+            "  -m FILE         model (GGUF)\n"
+            "  --tokens LIST   comma-separated token ids, fed as given (no BOS added)\n"
+            "  --text TEXT     tokenize TEXT first (BOS added, special tokens parsed)\n"
+            "  -o OUT          output file, '-' for stdout\n"
+            "  --ubatch N      tokens per forward call; 1 = the decode path (default: all at once)\n"
+            "  -t N            threads (default: number of cores)\n");
+}
+
+/* Parses "1,2,3" into a malloc'd array. */
+static int64_t parse_ids(const char *list, int32_t **ids) {
+    int64_t n = 0, cap = 16;
+    *ids = malloc((size_t)cap * sizeof **ids);
+    for (const char *p = list; *ids && *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ',')) break;
+        if (n == cap) {
+            int32_t *g = realloc(*ids, (size_t)(cap *= 2) * sizeof **ids);
+            if (!g) break;
+            *ids = g;
+        }
+        (*ids)[n++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+        if (!*p) return n;
+    }
+    free(*ids);
+    *ids = NULL;
+    return -1;
+}
+
+int cmd_logits(int argc, char **argv) {
+    const char *model = NULL, *tokens = NULL, *text = NULL, *out_path = NULL;
+    int32_t ubatch = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return fprintf(stderr, "gemma4 logits: %s needs a value\n", a), 2;
+        i++;
+        if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "--tokens")) tokens = v;
+        else if (!strcmp(a, "--text")) text = v;
+        else if (!strcmp(a, "-o")) out_path = v;
+        else if (!strcmp(a, "--ubatch")) { if (cli_int(v, 1, 1 << 20, &ubatch, "--ubatch")) return 2; }
+        else if (!strcmp(a, "-t")) { if (cli_int(v, 1, 1024, &threads, "-t")) return 2; }
+        else return fprintf(stderr, "gemma4 logits: unknown option '%s'\n", a), usage(stderr), 2;
+    }
+    if (!model || !out_path || !tokens == !text)
+        return fprintf(stderr, "gemma4 logits: need -m, -o and one of --tokens / --text\n"), usage(stderr), 2;
+
+    char err[G4_ERR_LEN];
+    gemma4_model *m = gemma4_load(model, err);
+    if (!m) return fprintf(stderr, "%s\n", err), 1;
+    int32_t *ids = NULL;
+    int64_t n = tokens ? parse_ids(tokens, &ids) : g4_tokenize(gemma4_model_vocab(m), text, strlen(text), true, true, &ids, err);
+    int rc = 1;
+    gemma4_session *s = NULL;
+    float *logits = NULL;
+    FILE *out = NULL;
+    if (n <= 0) {
+        fprintf(stderr, "gemma4 logits: %s\n", tokens ? "--tokens must be a comma-separated list of ids" : n < 0 ? err : "no tokens");
+        goto done;
+    }
+    gemma4_session_params sp = {.n_ctx = (int32_t)n, .n_threads = threads, .n_ubatch = ubatch};
+    s = gemma4_session_new(m, &sp, err);
+    logits = malloc((size_t)n * (size_t)gemma4_n_vocab(m) * sizeof *logits);
+    if (!s || !logits) {
+        fprintf(stderr, "%s\n", s ? "gemma4 logits: out of memory" : err);
+        goto done;
+    }
+    if (gemma4_eval(s, ids, (int32_t)n, logits, true, err)) {
+        fprintf(stderr, "%s\n", err);
+        goto done;
+    }
+    out = strcmp(out_path, "-") ? fopen(out_path, "wb") : stdout;
+    if (!out) {
+        fprintf(stderr, "gemma4 logits: cannot write %s\n", out_path);
+        goto done;
+    }
+    /* f32 is stored as is: every supported target is little-endian */
+    size_t count = (size_t)n * (size_t)gemma4_n_vocab(m);
+    rc = fwrite(logits, sizeof *logits, count, out) == count && fflush(out) == 0 ? 0 : 1;
+    if (rc) fprintf(stderr, "gemma4 logits: write to %s failed\n", out_path);
+done:
+    if (out && out != stdout) fclose(out);
+    free(logits);
+    free(ids);
+    gemma4_session_free(s);
+    gemma4_model_free(m);
+    return rc;
+}

@@ -1,0 +1,18 @@
+/* The synthetic model writer behind `gemma4 mkmodel`, callable in-process
+ * (tests): writes a Gemma 4 GGUF for a finalized shape. */
+#ifndef G4_MKMODEL_H
+#define G4_MKMODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/formats.h"
+#include "tools/model_shapes.h"
+
+/* type: F32, F16, Q8_0, Q4_0 or Q4_K (the weight type of the file; see
+ * g4_shape_tensor_type for the per-tensor rule). progress: a status line on
+ * stderr while writing. 0, or -1 with err set (a partial file is removed). */
+int g4_mkmodel_write(const g4_shape *s, enum g4_type type, uint64_t seed, const char *path, bool progress,
+                     char *err);
+
+#endif
