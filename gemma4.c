@@ -428,7 +428,7 @@ void gemma4_model_info(const gemma4_model *m, gemma4_info *info) {
 void gemma4_layer_info_get(const gemma4_model *m, int32_t il, gemma4_layer_info *info) {
     const layer *L = &m->layers[il];
     *info = (gemma4_layer_info){
-        .swa = L->swa, .has_kv = L->has_kv, .moe = L->moe, .has_v = L->attn_v.data != NULL, .kv_src = L->kv_src,
+        .swa = L->swa, .has_kv = L->has_kv, .moe = L->moe, .has_v = m->layers[L->kv_src].attn_v.data != NULL, .kv_src = L->kv_src,
         .head_dim = L->head_dim, .n_head_kv = L->n_head_kv, .n_rot = L->n_rot, .n_ff = L->n_ff, .rope_base = L->rope_base,
         .out_scale = L->out_scale,
         .kv_bytes_per_token = L->has_kv ? 2 * (uint64_t)L->n_head_kv * (uint64_t)L->head_dim * sizeof(float) : 0,

@@ -45,7 +45,7 @@ typedef struct gemma4_info {
 } gemma4_info;
 
 typedef struct gemma4_layer_info {
-    bool swa, has_kv, moe, has_v; /* has_v false: V is the raw K projection */
+    bool swa, has_kv, moe, has_v; /* has_v false: the cache it reads holds V = raw K */
     int32_t kv_src;               /* layer whose cache it reads */
     int32_t head_dim, n_head_kv, n_rot, n_ff;
     float rope_base, out_scale;

@@ -176,7 +176,40 @@ static void test_large_vocab_top_k(void) {
     gemma4_sampler_free(s);
 }
 
+static int cmp_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* Full vocabulary, top-k off, top-p 0.5: every draw lies in the nucleus,
+ * found here by sorting all the probabilities. */
+static void test_large_vocab_top_p(void) {
+    enum { N = 262144, DRAWS = 200 };
+    float *l = malloc(N * sizeof *l);
+    double *prob_sorted = malloc(N * sizeof *prob_sorted), sum = 0;
+    uint32_t x = 7;
+    for (int i = 0; i < N; i++) {
+        l[i] = (float)(lcg(&x) % 1000) / 40.0f; /* 0..25: a long flat tail */
+        sum += prob_sorted[i] = exp(l[i]);
+    }
+    qsort(prob_sorted, N, sizeof *prob_sorted, cmp_desc);
+    double cum = 0, floor_p = 0;
+    int kept = 0;
+    while (cum < 0.5 * sum) cum += floor_p = prob_sorted[kept++];
+    gemma4_sampling p = params(1.0f, 0, 0.5f, 0.0f, 9);
+    gemma4_sampler *s = gemma4_sampler_new(&p, N);
+    int outside = 0;
+    for (int i = 0; i < DRAWS; i++) outside += exp(l[gemma4_sample(s, l)]) < floor_p;
+    CHECK(outside == 0, "%d of %d draws outside the nucleus of %d tokens", outside, DRAWS, kept);
+    CHECK(kept > 100, "the nucleus has only %d tokens: the test distribution is too peaked", kept);
+    gemma4_sampler_free(s);
+    free(prob_sorted);
+    free(l);
+}
+
 static void test_rejects(void) {
+    gemma4_sampling q = params(1.0f, 64, -0.5f, 0.0f, 0);
+    CHECK(gemma4_sampler_new(&q, 10) == NULL, "negative top_p accepted");
     gemma4_sampling p = params(1.0f, 64, 0.95f, 1.5f, 0);
     CHECK(gemma4_sampler_new(&p, 10) == NULL, "min_p 1.5 accepted");
     p = params(NAN, 64, 0.95f, 0.0f, 0);
@@ -271,6 +304,7 @@ int main(void) {
     test_seed();
     test_frequencies();
     test_large_vocab_top_k();
+    test_large_vocab_top_p();
     test_rejects();
     test_defaults();
     return test_summary("test_sampler");

@@ -17,6 +17,7 @@ static const struct {
     {"detokenize", cmd_detokenize, "token ids -> text"},
     {"dump", cmd_dump, "print GGUF metadata and tensor table"},
     {"mkmodel", cmd_mkmodel, "write a synthetic Gemma 4 GGUF"},
+    {"bench", cmd_bench, "prompt and generation speed, llama-bench style"},
 };
 
 static void usage(FILE *out) {

@@ -22,7 +22,7 @@
 #define G4_SYNTH_VOCAB_REAL 262144    /* from here on: the real id layout */
 
 /* llama_token_type values */
-enum { G4_TOKEN_NORMAL = 1, G4_TOKEN_CONTROL = 3, G4_TOKEN_USER_DEFINED = 4, G4_TOKEN_UNUSED = 5, G4_TOKEN_BYTE = 6 };
+enum { G4_TOKEN_NORMAL = 1, G4_TOKEN_CONTROL = 3, G4_TOKEN_USER_DEFINED = 4, G4_TOKEN_BYTE = 6 };
 
 typedef struct g4_synth_vocab {
     int32_t n_tokens;

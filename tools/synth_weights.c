@@ -46,7 +46,9 @@ static double linear_amplitude(const g4_tensor_spec *t) {
 }
 
 /* n exact values starting at flat index i0. The float operations and their
- * order are those of the fixture generator, so the results are bit-equal. */
+ * order are those of the fixture generator, so the results are bit-equal;
+ * the multiply and the add are separate statements so that no compiler
+ * fuses them into one differently rounded multiply-add. */
 static void exact_values(const g4_tensor_spec *t, uint64_t key, int64_t i0, int64_t n, float *out) {
     if (t->init == G4_INIT_ROPE_FREQS) {
         for (int64_t i = 0; i < n; i++) out[i] = i0 + i < t->arg ? 1.0f : 1e30f;

@@ -1,0 +1,203 @@
+/* Model loading: what the loader derives from the fixture files (per-layer
+ * table, KV sharing), and every inconsistency it must refuse with one line.
+ * Broken models are fixture files rewritten with one change. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gemma4.h"
+#include "gguf/gguf_writer.h"
+#include "tests/harness.h"
+
+/* One change applied while copying a GGUF file. */
+typedef struct edit {
+    const char *drop_key;    /* leave this key out */
+    const char *drop_tensor; /* leave this tensor out */
+    const char *key;         /* replace this key's value ... */
+    enum gguf_value_type type; /* ... by a scalar of this type */
+    double value;            /* numbers */
+    const char *str;         /* strings */
+} edit;
+
+static int copy_kv(gguf_writer *w, const gguf_kv *kv, char *err) {
+    if (kv->type == GGUF_TYPE_ARRAY) {
+        if (kv->arr_type != GGUF_TYPE_STRING) return gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
+        const gguf_str *s = kv->arr_data;
+        char **strs = calloc(kv->arr_n, sizeof *strs);
+        int rc = strs ? 0 : -1;
+        for (uint64_t i = 0; i < kv->arr_n && !rc; i++)
+            if (!(strs[i] = strndup(s[i].ptr, s[i].len))) rc = -1;
+        if (!rc) rc = gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, (const char *const *)strs, kv->arr_n, err);
+        for (uint64_t i = 0; strs && i < kv->arr_n; i++) free(strs[i]);
+        free(strs);
+        return rc;
+    }
+    if (kv->type == GGUF_TYPE_STRING) {
+        char *s = strndup(kv->val.str.ptr, kv->val.str.len);
+        int rc = s ? gguf_writer_set_str(w, kv->key, s, err) : -1;
+        free(s);
+        return rc;
+    }
+    switch (kv->type) {
+    case GGUF_TYPE_UINT32: return gguf_writer_set_u32(w, kv->key, (uint32_t)kv->val.u64, err);
+    case GGUF_TYPE_INT32: return gguf_writer_set_i32(w, kv->key, (int32_t)kv->val.i64, err);
+    case GGUF_TYPE_FLOAT32: return gguf_writer_set_f32(w, kv->key, (float)kv->val.f64, err);
+    case GGUF_TYPE_BOOL: return gguf_writer_set_bool(w, kv->key, kv->val.b, err);
+    default: snprintf(err, G4_ERR_LEN, "test: key %s of type %s not copied", kv->key, gguf_type_name(kv->type)); return -1;
+    }
+}
+
+static int set_edited(gguf_writer *w, const edit *e, char *err) {
+    switch (e->type) {
+    case GGUF_TYPE_UINT32: return gguf_writer_set_u32(w, e->key, (uint32_t)e->value, err);
+    case GGUF_TYPE_INT32: return gguf_writer_set_i32(w, e->key, (int32_t)e->value, err);
+    case GGUF_TYPE_FLOAT32: return gguf_writer_set_f32(w, e->key, (float)e->value, err);
+    case GGUF_TYPE_STRING: return gguf_writer_set_str(w, e->key, e->str, err);
+    default: return -1;
+    }
+}
+
+/* Copies src to dst with edit e applied. */
+static int rewrite(const char *src, const char *dst, const edit *e) {
+    char err[G4_ERR_LEN];
+    gguf_file *f = gguf_open(src, err);
+    gguf_writer *w = f ? gguf_writer_new(dst, 0, err) : NULL;
+    int rc = w ? 0 : -1;
+    for (int64_t i = 0; i < gguf_n_kv(f) && !rc; i++) {
+        const gguf_kv *kv = gguf_kv_at(f, i);
+        if (!strcmp(kv->key, "general.alignment") || (e->drop_key && !strcmp(kv->key, e->drop_key))) continue;
+        rc = e->key && !strcmp(kv->key, e->key) ? set_edited(w, e, err) : copy_kv(w, kv, err);
+    }
+    for (int64_t i = 0; i < gguf_n_tensors(f) && !rc; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (e->drop_tensor && !strcmp(t->name, e->drop_tensor)) continue;
+        rc = gguf_writer_add_tensor(w, t->name, (enum g4_type)t->type, t->n_dims, t->ne, err);
+    }
+    rc = rc ? rc : gguf_writer_begin(w, err);
+    for (int64_t i = 0; i < gguf_n_tensors(f) && !rc; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        if (e->drop_tensor && !strcmp(t->name, e->drop_tensor)) continue;
+        rc = gguf_writer_write(w, t->data, t->nbytes, err);
+    }
+    rc = rc ? rc : gguf_writer_finish(w, err);
+    if (rc) fprintf(stderr, "rewrite %s: %s\n", src, err);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return rc;
+}
+
+/* Loading the edited copy of fixture `model` must fail with `expect` in the
+ * message (which must also name the file and be one line). */
+static void expect_refused(const char *model, const edit *e, const char *expect) {
+    char src[1024], dst[] = "/tmp/g4_test_model_XXXXXX", err[G4_ERR_LEN] = "";
+    snprintf(src, sizeof src, "%s/models/%s.gguf", test_fixtures_dir(), model);
+    int fd = mkstemp(dst);
+    if (fd >= 0) close(fd);
+    CHECK(fd >= 0 && rewrite(src, dst, e) == 0, "rewriting %s", model);
+    gemma4_model *m = gemma4_load(dst, err);
+    CHECK(m == NULL, "%s with %s loaded but must be refused", model, expect);
+    CHECK(strstr(err, expect) != NULL, "error '%s' does not say '%s'", err, expect);
+    CHECK(strncmp(err, dst, strlen(dst)) == 0 && !strchr(err, '\n'), "error '%s' must be one line naming the file", err);
+    gemma4_model_free(m);
+    remove(dst);
+}
+
+static gemma4_model *load_fixture(const char *model) {
+    char path[1024], err[G4_ERR_LEN];
+    snprintf(path, sizeof path, "%s/models/%s.gguf", test_fixtures_dir(), model);
+    gemma4_model *m = gemma4_load(path, err);
+    CHECK(m != NULL, "loading %s: %s", path, err);
+    return m;
+}
+
+/* The per-layer table of the three fixture shapes (fixtures README). */
+static void test_derived_layers(void) {
+    const struct {
+        const char *model, *types;
+        int n_kv_shared, kv_src[5], head_kv[5], ff[5];
+        bool has_v_full, moe;
+    } cases[] = {
+        {"e2b_q4_0", "SSFSF", 2, {0, 1, 2, 1, 2}, {1, 1, 1, 1, 1}, {256, 256, 256, 512, 512}, true, false},
+        {"moe_q4_k", "SSSF", 0, {0, 1, 2, 3}, {2, 2, 2, 1}, {128, 128, 128, 128}, false, true},
+        {"dense_f32", "SSSF", 0, {0, 1, 2, 3}, {2, 2, 2, 1}, {256, 256, 256, 256}, false, false},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        gemma4_model *m = load_fixture(cases[c].model);
+        if (!m) continue;
+        gemma4_info in;
+        gemma4_model_info(m, &in);
+        const int n_layer = (int)strlen(cases[c].types);
+        CHECK(in.n_layer == n_layer && in.n_embd == 256 && in.n_head == 4 && in.n_vocab == 512 && in.n_swa == 8,
+              "%s: hyperparameters", cases[c].model);
+        CHECK(in.n_kv_shared == cases[c].n_kv_shared, "%s: shared KV layers %d", cases[c].model, in.n_kv_shared);
+        uint64_t kv_bytes = 0;
+        for (int l = 0; l < n_layer; l++) {
+            gemma4_layer_info li;
+            gemma4_layer_info_get(m, l, &li);
+            const bool swa = cases[c].types[l] == 'S';
+            CHECK(li.swa == swa, "%s layer %d: sliding", cases[c].model, l);
+            CHECK(li.head_dim == (swa ? 64 : 128) && li.n_rot == li.head_dim, "%s layer %d: head dim %d", cases[c].model, l, li.head_dim);
+            CHECK(li.rope_base == (swa ? 1e4f : 1e6f), "%s layer %d: rope base %g", cases[c].model, l, li.rope_base);
+            CHECK(li.kv_src == cases[c].kv_src[l] && li.has_kv == (li.kv_src == l), "%s layer %d: KV from %d", cases[c].model, l, li.kv_src);
+            CHECK(li.n_head_kv == cases[c].head_kv[l], "%s layer %d: %d KV heads", cases[c].model, l, li.n_head_kv);
+            CHECK(li.n_ff == cases[c].ff[l], "%s layer %d: FFN %d", cases[c].model, l, li.n_ff);
+            CHECK(li.moe == cases[c].moe, "%s layer %d: MoE", cases[c].model, l);
+            CHECK(li.has_v == (swa || cases[c].has_v_full), "%s layer %d: own V", cases[c].model, l);
+            kv_bytes += li.has_kv ? 2u * (uint64_t)li.n_head_kv * (uint64_t)li.head_dim * 4u : 0;
+        }
+        CHECK(in.kv_bytes_per_token == kv_bytes, "%s: KV bytes per token %llu", cases[c].model, (unsigned long long)in.kv_bytes_per_token);
+        CHECK(gemma4_empty_thought_channel(m) == (strcmp(cases[c].model, "e2b_q4_0") != 0), "%s: thought channel", cases[c].model);
+        gemma4_model_free(m);
+    }
+}
+
+static void test_eval_errors(void) {
+    gemma4_model *m = load_fixture("dense_q4_0");
+    if (!m) return;
+    char err[G4_ERR_LEN];
+    gemma4_session *s = gemma4_session_new(m, &(gemma4_session_params){.n_ctx = 4, .n_threads = 1}, err);
+    CHECK(s != NULL, "session: %s", err);
+    if (s) {
+        const int32_t bad[] = {2, 512};
+        CHECK(gemma4_eval(s, bad, 2, NULL, false, err) == -1 && strstr(err, "outside the vocabulary"), "id 512: %s", err);
+        CHECK(gemma4_session_pos(s) == 0, "a refused batch must not advance the position");
+        const int32_t ok[] = {2, 10, 20, 30, 40};
+        CHECK(gemma4_eval(s, ok, 5, NULL, false, err) == -1 && strstr(err, "do not fit"), "5 tokens in 4: %s", err);
+        CHECK(gemma4_eval(s, ok, 4, NULL, false, err) == 0, "4 tokens in 4: %s", err);
+        CHECK(gemma4_eval(s, ok, 1, NULL, false, err) == -1, "a full context refuses one more token");
+        gemma4_session_truncate(s, 2);
+        CHECK(gemma4_session_pos(s) == 2 && gemma4_eval(s, ok, 2, NULL, false, err) == 0, "truncate then refill");
+    }
+    gemma4_session_free(s);
+    gemma4_model_free(m);
+}
+
+static void test_refusals(void) {
+    expect_refused("dense_q4_0", &(edit){.drop_tensor = "blk.2.attn_q.weight"}, "missing tensor 'blk.2.attn_q.weight'");
+    expect_refused("moe_q8_0", &(edit){.drop_tensor = "blk.0.ffn_gate_inp.scale"}, "missing tensor 'blk.0.ffn_gate_inp.scale'");
+    expect_refused("e2b_q4_0", &(edit){.drop_tensor = "per_layer_proj_norm.weight"}, "missing tensor 'per_layer_proj_norm.weight'");
+    expect_refused("dense_q4_0", &(edit){.drop_key = "gemma4.attention.sliding_window"}, "missing key 'gemma4.attention.sliding_window'");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.block_count", .type = GGUF_TYPE_INT32, .value = 4}, "gemma4.block_count");
+    expect_refused("dense_q4_0", &(edit){.key = "general.architecture", .type = GGUF_TYPE_STRING, .str = "llama"},
+                   "architecture 'llama' is not gemma4");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.attention.key_length_swa", .type = GGUF_TYPE_UINT32, .value = 32},
+                   "key_length and value_length differ");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.embedding_length", .type = GGUF_TYPE_UINT32, .value = 128},
+                   "has shape [256, 512], expected [128, 512]");
+    expect_refused("e2b_q4_0", &(edit){.key = "gemma4.attention.shared_kv_layers", .type = GGUF_TYPE_UINT32, .value = 4},
+                   "KV-shared layer");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.attention.head_count", .type = GGUF_TYPE_UINT32, .value = 3},
+                   "does not divide head_count");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.block_count", .type = GGUF_TYPE_UINT32, .value = 5},
+                   "has 4 elements, expected block_count = 5");
+    expect_refused("moe_q4_0", &(edit){.key = "gemma4.expert_used_count", .type = GGUF_TYPE_UINT32, .value = 9},
+                   "are inconsistent");
+}
+
+int main(void) {
+    test_derived_layers();
+    test_eval_errors();
+    test_refusals();
+    return test_summary("test_model");
+}
