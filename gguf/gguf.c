@@ -164,8 +164,7 @@ static bool copy_name(reader *r, const char *what, gguf_str s, const char **out)
     return true;
 }
 
-/* Bytes of one scalar on disk; 0 for string and array. */
-static uint64_t scalar_size(enum gguf_value_type t) {
+size_t gguf_value_size(enum gguf_value_type t) {
     switch (t) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
     case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
@@ -191,7 +190,7 @@ static bool check_bools(reader *r, const char *what, const uint8_t *p, uint64_t 
 
 static bool read_scalar(reader *r, gguf_kv *kv, const char *what) {
     const uint8_t *p;
-    if (!take(r, scalar_size(kv->type), what, &p)) return false;
+    if (!take(r, gguf_value_size(kv->type), what, &p)) return false;
     switch (kv->type) {
     case GGUF_TYPE_UINT8: kv->val.u64 = p[0]; break;
     case GGUF_TYPE_INT8: kv->val.i64 = (int8_t)p[0]; break;
@@ -221,7 +220,7 @@ static bool read_array(reader *r, gguf_kv *kv, const char *what) {
     uint64_t n = kv->arr_n;
     /* Divide rather than multiply: n * element size may overflow. A string
      * element takes at least its 8-byte length. */
-    uint64_t esz = t == GGUF_TYPE_STRING ? 8 : scalar_size(kv->arr_type);
+    uint64_t esz = t == GGUF_TYPE_STRING ? 8 : gguf_value_size(kv->arr_type);
     if (n > bytes_left(r) / esz)
         return fail(r, "%s: array of %" PRIu64 " %s needs more than the %" PRIu64 " bytes left in the file",
                     what, n, gguf_type_name(kv->arr_type), bytes_left(r));

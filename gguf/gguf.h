@@ -97,6 +97,8 @@ const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 
 const char *gguf_type_name(enum gguf_value_type t); /* "u32", "string", ... */
+/* Bytes of one scalar of type t in a file; 0 for string and array. */
+size_t gguf_value_size(enum gguf_value_type t);
 
 /* Typed getters. Return GGUF_OK, GGUF_ENOKEY (err untouched) or GGUF_ETYPE
  * (err: "PATH: key 'K' is i32, expected u32"). No reinterpretation between

@@ -86,20 +86,9 @@ static bool put_str(bytes *b, const char *s) {
     return put_le(b, n, 8) && put(b, s, n);
 }
 
-/* Bytes of one scalar of type t in the file (0 for string/array). */
-static size_t scalar_size(enum gguf_value_type t) {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 /* One element from its C representation (native layout) to little-endian. */
 static bool put_scalar(bytes *b, enum gguf_value_type t, const void *val) {
-    size_t n = scalar_size(t);
+    size_t n = gguf_value_size(t);
     if (t == GGUF_TYPE_BOOL) {
         bool v;
         memcpy(&v, val, sizeof v);
@@ -115,7 +104,7 @@ static bool put_scalar(bytes *b, enum gguf_value_type t, const void *val) {
     return put_le(b, bits, n);
 }
 
-static size_t c_size(enum gguf_value_type t) { return t == GGUF_TYPE_BOOL ? sizeof(bool) : scalar_size(t); }
+static size_t c_size(enum gguf_value_type t) { return t == GGUF_TYPE_BOOL ? sizeof(bool) : gguf_value_size(t); }
 
 /* ---- metadata ---- */
 
@@ -179,7 +168,7 @@ static int begin_kv(gguf_writer *w, const char *key, enum gguf_value_type type, 
 }
 
 int gguf_writer_set(gguf_writer *w, const char *key, enum gguf_value_type type, const void *val, char *err) {
-    if (type != GGUF_TYPE_STRING && !scalar_size(type))
+    if (type != GGUF_TYPE_STRING && !gguf_value_size(type))
         return fail(w, err, "key '%s': %d is not a scalar type", key, (int)type);
     if (begin_kv(w, key, type, err)) return -1;
     bool ok = type == GGUF_TYPE_STRING ? put_str(&w->kv, val) : put_scalar(&w->kv, type, val);
@@ -204,7 +193,7 @@ int gguf_writer_set_str(gguf_writer *w, const char *key, const char *s, char *er
 
 int gguf_writer_set_arr(gguf_writer *w, const char *key, enum gguf_value_type elem, const void *data,
                         uint64_t n, char *err) {
-    if (elem != GGUF_TYPE_STRING && !scalar_size(elem))
+    if (elem != GGUF_TYPE_STRING && !gguf_value_size(elem))
         return fail(w, err, "key '%s': arrays of type %d are not supported", key, (int)elem);
     if (begin_kv(w, key, GGUF_TYPE_ARRAY, err)) return -1;
     bool ok = put_le(&w->kv, (uint64_t)elem, 4) && put_le(&w->kv, n, 8);

@@ -12,15 +12,6 @@ static void touch(const void *p, uint64_t n) {
     for (uint64_t i = 0; i < n; i++) (void)c[i];
 }
 
-static size_t elem_size(enum gguf_value_type t) {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    default: return 8;
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[G4_ERR_LEN];
@@ -39,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint64_t n;
         if (gguf_get_arr(f, kv->key, kv->arr_type, &arr, &n, err) != GGUF_OK || n != kv->arr_n) __builtin_trap();
         if (kv->arr_type != GGUF_TYPE_STRING) {
-            touch(arr, n * elem_size(kv->arr_type));
+            touch(arr, n * gguf_value_size(kv->arr_type));
             continue;
         }
         const gguf_str *s = arr;

@@ -50,15 +50,6 @@ static char *read_file(const char *path, size_t *n) {
     return buf;
 }
 
-static size_t elem_size(enum gguf_value_type t) {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    default: return 8;
-    }
-}
-
 static bool str_eq(gguf_str s, const char *c) { return s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
 
 /* Same type and value (arrays: element type, count and elements). */
@@ -71,7 +62,7 @@ static bool kv_equal(const gguf_kv *a, const gguf_kv *b) {
     case GGUF_TYPE_INT8: case GGUF_TYPE_INT16: case GGUF_TYPE_INT32: case GGUF_TYPE_INT64: return a->val.i64 == b->val.i64;
     case GGUF_TYPE_ARRAY:
         if (a->arr_type != b->arr_type || a->arr_n != b->arr_n) return false;
-        if (a->arr_type != GGUF_TYPE_STRING) return !memcmp(a->arr_data, b->arr_data, a->arr_n * elem_size(a->arr_type));
+        if (a->arr_type != GGUF_TYPE_STRING) return !memcmp(a->arr_data, b->arr_data, a->arr_n * gguf_value_size(a->arr_type));
         for (uint64_t i = 0; i < a->arr_n; i++) {
             gguf_str x = ((const gguf_str *)a->arr_data)[i], y = ((const gguf_str *)b->arr_data)[i];
             if (x.len != y.len || memcmp(x.ptr, y.ptr, x.len)) return false;
