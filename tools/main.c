@@ -18,6 +18,8 @@ static const struct {
     {"dump", cmd_dump, "print GGUF metadata and tensor table"},
     {"mkmodel", cmd_mkmodel, "write a synthetic Gemma 4 GGUF"},
     {"bench", cmd_bench, "prompt and generation speed, llama-bench style"},
+    {"convert", cmd_convert, "Hugging Face checkpoint -> GGUF (QAT-exact Q4_0 with --qat)"},
+    {"quantize", cmd_quantize, "re-quantise a float GGUF to another weight type"},
 };
 
 static void usage(FILE *out) {
