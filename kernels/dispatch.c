@@ -119,9 +119,9 @@ static const struct isa {
 } isas[] = {
 #if defined(__x86_64__)
     {"avx512", cpu_avx512, NULL},
-    {"avx2", cpu_avx2, NULL},
+    {"avx2", cpu_avx2, g4_kernels_avx2},
 #elif defined(__aarch64__)
-    {"neon", cpu_neon_dotprod, NULL},
+    {"neon", cpu_neon_dotprod, g4_kernels_neon},
 #endif
     {"scalar", cpu_any, g4_kernels_scalar},
 };

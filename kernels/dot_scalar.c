@@ -1,8 +1,9 @@
 /* Scalar reference kernels: the activation quantizers and one dot product
  * per weight type. They repeat ggml's CPU numerics operation by operation
- * (the x86 activation quantizers, the generic vec_dot_* functions), so every
- * float rounding happens where ggml's happens; SIMD tables are tested
- * against these. */
+ * (the x86 activation quantizers; the x86 AVX2 kernels' lanes for Q4_0,
+ * Q8_0, Q4_K, Q5_K and Q6_K; the generic vec_dot_* functions for the rest),
+ * so every float rounding happens where ggml's happens. SIMD tables must
+ * give the same bits as these. */
 #include <math.h>
 #include <string.h>
 
@@ -225,10 +226,9 @@ static float dot_iq4_nl(int64_t n, const void *vw, const void *va) {
 }
 
 /* ---- K formats against Q8_K ----
- * ggml's generic Q3_K..Q6_K kernels keep eight integer lanes (value i goes to
- * lane i % 8), scale each lane by the super-block scale separately and add
- * the lanes only at the very end; the lane split is what fixes the float
- * result, so it is kept here. */
+ * Q3_K follows ggml's generic kernel: eight integer lanes (value i goes to
+ * lane i % 8), each scaled by the super-block scale separately and added
+ * only at the very end. */
 
 typedef struct {
     float lane[8];
@@ -300,29 +300,42 @@ static float dot_q3_K(int64_t n, const void *vw, const void *va) {
     return lanes_total(0.0f, &acc);
 }
 
+/* Q4_K, Q5_K and Q6_K follow ggml's x86 AVX2 kernels, which keep 8 float
+ * lanes like the 32-wide formats: per super-block, lane k gets the integer
+ * sum over the eight 32-value sub-blocks of scale times the products of
+ * values 4k..4k+3 of the sub-block, then one fused multiply-add with
+ * d_a*d_w. scale16[i/16] is the scale of value i. */
+static void k_block_into_lanes(float lane[8], float d, const int8_t w8[G4_QK_K], const int scale16[16],
+                               const int8_t q8[G4_QK_K]) {
+    for (int k = 0; k < 8; k++) {
+        int32_t s = 0;
+        for (int sb = 0; sb < 8; sb++)
+            for (int i = 32 * sb + 4 * k; i < 32 * sb + 4 * k + 4; i++) s += scale16[i / 16] * (w8[i] * q8[i]);
+        lane[k] = fmaf(d, (float)s, lane[k]);
+    }
+}
+
 /* Q4_K and Q5_K share everything but the codes: 8 sub-blocks of 32 with a
- * 6-bit scale and a 6-bit min each. */
-/* Adds the scaled codes to the lanes and returns the min term to subtract. */
-static float k_with_mins(const block_q8_K *a, const int8_t w8[G4_QK_K], const uint8_t packed[12], float d, float dmin,
-                         lane_sums *acc) {
-    int scales[8], mins[8];
+ * 6-bit scale and a 6-bit min each. Unpacks the scales per 16 values and
+ * returns the min terms as ggml's AVX2 code pairs them: pair m is
+ * min(2m)*bsum(sub-block 2m) + min(2m+1)*bsum(sub-block 2m+1). */
+static void k_scales_mins(const block_q8_K *a, const uint8_t packed[12], int scale16[16], int32_t pair[4]) {
+    int mins[8];
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
         g4_kquant_scale_min(j, packed, &sc, &m);
-        scales[j] = sc;
+        scale16[2 * j] = scale16[2 * j + 1] = sc;
         mins[j] = m;
     }
-    int summ = 0;
-    for (int j = 0; j < 16; j++) summ += a->bsums[j] * mins[j / 2];
-    lanes_add(acc, w8, scales, 32, a->qs, d * a->d);
-    return dmin * a->d * (float)summ;
+    for (int m = 0; m < 4; m++)
+        pair[m] = mins[2 * m] * (a->bsums[4 * m] + a->bsums[4 * m + 1]) +
+                  mins[2 * m + 1] * (a->bsums[4 * m + 2] + a->bsums[4 * m + 3]);
 }
 
 static float dot_q4_K(int64_t n, const void *vw, const void *va) {
     const block_q4_K *w = vw;
     const block_q8_K *a = va;
-    lane_sums acc = {{0}};
-    float sum = 0.0f;
+    float lane[8] = {0}, min_lane[4] = {0};
     for (int64_t b = 0; b < n / G4_QK_K; b++) {
         int8_t w8[G4_QK_K];
         /* value 64j + l is the low nibble of qs[32j + l], 64j + 32 + l the high */
@@ -330,16 +343,23 @@ static float dot_q4_K(int64_t n, const void *vw, const void *va) {
             const uint8_t q = w[b].qs[32 * (i / 64) + i % 32];
             w8[i] = (int8_t)((i % 64) < 32 ? q & 15 : q >> 4);
         }
-        sum -= k_with_mins(&a[b], w8, w[b].scales, FP16(w[b].d), FP16(w[b].dmin), &acc);
+        int scale16[16];
+        int32_t pair[4];
+        k_scales_mins(&a[b], w[b].scales, scale16, pair);
+        const float dmin = -a[b].d * FP16(w[b].dmin);
+        for (int m = 0; m < 4; m++) min_lane[m] = fmaf(dmin, (float)pair[m], min_lane[m]);
+        k_block_into_lanes(lane, a[b].d * FP16(w[b].d), w8, scale16, a[b].qs);
     }
-    return lanes_total(sum, &acc);
+    return sum_lanes8(lane) + ((min_lane[0] + min_lane[2]) + (min_lane[1] + min_lane[3]));
 }
 
+/* As Q4_K, but the min terms go to one float; ggml writes that
+ * `summs += dmin * summ`, which its compiler (fp-contract=fast, FMA on)
+ * turns into a fused multiply-add. */
 static float dot_q5_K(int64_t n, const void *vw, const void *va) {
     const block_q5_K *w = vw;
     const block_q8_K *a = va;
-    lane_sums acc = {{0}};
-    float sum = 0.0f;
+    float lane[8] = {0}, summs = 0.0f;
     for (int64_t b = 0; b < n / G4_QK_K; b++) {
         int8_t w8[G4_QK_K];
         /* as Q4_K, plus bit i/32 of qh[i % 32] as the fifth bit */
@@ -348,15 +368,19 @@ static float dot_q5_K(int64_t n, const void *vw, const void *va) {
             const int low = (i % 64) < 32 ? q & 15 : q >> 4;
             w8[i] = (int8_t)(low + ((w[b].qh[i % 32] >> (i / 32)) & 1 ? 16 : 0));
         }
-        sum -= k_with_mins(&a[b], w8, w[b].scales, FP16(w[b].d), FP16(w[b].dmin), &acc);
+        int scale16[16];
+        int32_t pair[4];
+        k_scales_mins(&a[b], w[b].scales, scale16, pair);
+        summs = fmaf(-a[b].d * FP16(w[b].dmin), (float)(pair[0] + pair[1] + pair[2] + pair[3]), summs);
+        k_block_into_lanes(lane, a[b].d * FP16(w[b].d), w8, scale16, a[b].qs);
     }
-    return lanes_total(sum, &acc);
+    return sum_lanes8(lane) + summs;
 }
 
 static float dot_q6_K(int64_t n, const void *vw, const void *va) {
     const block_q6_K *w = vw;
     const block_q8_K *a = va;
-    lane_sums acc = {{0}};
+    float lane[8] = {0};
     for (int64_t b = 0; b < n / G4_QK_K; b++) {
         int8_t w8[G4_QK_K];
         /* value 128c + 32r + l: nibble r/2 of ql[64c + 32(r%2) + l], bits 2r of qh[32c + l] */
@@ -367,11 +391,11 @@ static float dot_q6_K(int64_t n, const void *vw, const void *va) {
             const int high = (w[b].qh[32 * c + l] >> (2 * r)) & 3;
             w8[i] = (int8_t)((low | high << 4) - 32);
         }
-        int scales[16];
-        for (int j = 0; j < 16; j++) scales[j] = w[b].scales[j];
-        lanes_add(&acc, w8, scales, 16, a[b].qs, FP16(w[b].d) * a[b].d);
+        int scale16[16];
+        for (int j = 0; j < 16; j++) scale16[j] = w[b].scales[j];
+        k_block_into_lanes(lane, a[b].d * FP16(w[b].d), w8, scale16, a[b].qs);
     }
-    return lanes_total(0.0f, &acc);
+    return sum_lanes8(lane);
 }
 
 static float dot_iq4_xs(int64_t n, const void *vw, const void *va) {

@@ -23,6 +23,14 @@ typedef struct g4_kernels {
      * converted to g4_vec_dot_type(t). NULL where the ISA has nothing better
      * than scalar (the dispatcher then falls back to the scalar entry). */
     float (*vec_dot[G4_TYPE_COUNT])(int64_t n, const void *w, const void *act);
+    /* The same dots for a block of weight rows and activation rows:
+     * out[t * out_stride + r] = vec_dot(n, row r, activation row t) for
+     * r < n_rows, t < n_tok, weight rows row_bytes apart, activation rows
+     * act_bytes apart. One pass over a few weight rows serves several tokens;
+     * every output has the bits vec_dot gives it. NULL where the ISA has no
+     * such kernel (g4_matmul then loops over vec_dot). */
+    void (*mul_rows[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
+                                    size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
     /* f32 -> activation format (indexed by the activation type). Integer
      * formats round to nearest even with d = amax/127, as ggml's x86 path. */
     void (*quantize_act[G4_TYPE_COUNT])(const float *x, void *y, int64_t n);
@@ -45,5 +53,7 @@ typedef struct g4_weight {
 /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok (x rows n_in floats apart,
  * y rows n_out floats apart). pool may be NULL (single thread). */
 void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
+/* The same with a chosen table (tests and benchmarks compare ISAs). */
+void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
 
 #endif

@@ -1,11 +1,17 @@
 /* The matmul driver, as ggml's CPU mul_mat: convert every activation row
- * once to the weight type's partner format, then one vec_dot per (output
- * row, token), output rows split evenly over the pool's threads. Each output
- * value is computed the same way whatever the thread count. */
+ * once to the weight type's partner format, then the dots, output rows split
+ * over the pool's threads in groups of ROW_GROUP. Each output value is
+ * computed the same way whatever the thread count and the tiling. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
+
+/* Rows a thread's share is rounded to: the SIMD kernels' row tile. */
+#define ROW_GROUP 4
+/* Tokens served by one pass over a thread's rows: their converted
+ * activations (about 2 KB per 2048 inputs) stay in L2 meanwhile. */
+#define TOKEN_BLOCK 32
 
 typedef struct {
     void (*quantize)(const float *x, void *y, int64_t n);
@@ -21,7 +27,7 @@ static void convert_rows(void *arg, int ith, int nth) {
 }
 
 typedef struct {
-    float (*dot)(int64_t n, const void *w, const void *act);
+    const g4_kernels *k;
     const g4_weight *w;
     const char *act;
     size_t act_row_bytes;
@@ -29,23 +35,44 @@ typedef struct {
     float *y;
 } dot_job;
 
+/* What a table without mul_rows[type] gets: one vec_dot per output. */
+static void rows_by_vec_dot(float (*dot)(int64_t, const void *, const void *), int64_t n, const char *w, size_t row_bytes,
+                            int64_t n_rows, const char *act, size_t act_bytes, int64_t n_tok, float *out,
+                            int64_t out_stride) {
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t t = 0; t < n_tok; t++)
+            out[t * out_stride + r] = dot(n, w + (size_t)r * row_bytes, act + (size_t)t * act_bytes);
+}
+
 static void dot_rows(void *arg, int ith, int nth) {
     const dot_job *j = arg;
-    const int64_t n_out = j->w->n_out;
-    const int64_t first = n_out * ith / nth, end = n_out * (ith + 1) / nth;
-    /* token loop inside: the weight row stays in cache for every token */
-    for (int64_t o = first; o < end; o++) {
-        const char *row = (const char *)j->w->data + (size_t)o * j->w->row_bytes;
-        for (int64_t t = 0; t < j->n_tok; t++)
-            j->y[t * n_out + o] = j->dot(j->w->n_in, row, j->act + (size_t)t * j->act_row_bytes);
+    const g4_weight *w = j->w;
+    const int64_t groups = (w->n_out + ROW_GROUP - 1) / ROW_GROUP;
+    const int64_t first = groups * ith / nth * ROW_GROUP;
+    int64_t end = groups * (ith + 1) / nth * ROW_GROUP;
+    if (end > w->n_out) end = w->n_out;
+    if (first >= end) return;
+    const char *rows = (const char *)w->data + (size_t)first * w->row_bytes;
+    for (int64_t t0 = 0; t0 < j->n_tok; t0 += TOKEN_BLOCK) {
+        const int64_t nt = j->n_tok - t0 < TOKEN_BLOCK ? j->n_tok - t0 : TOKEN_BLOCK;
+        const char *act = j->act + (size_t)t0 * j->act_row_bytes;
+        float *out = j->y + t0 * w->n_out + first;
+        if (j->k->mul_rows[w->type])
+            j->k->mul_rows[w->type](w->n_in, rows, w->row_bytes, end - first, act, j->act_row_bytes, nt, out, w->n_out);
+        else
+            rows_by_vec_dot(j->k->vec_dot[w->type], w->n_in, rows, w->row_bytes, end - first, act, j->act_row_bytes, nt,
+                            out, w->n_out);
     }
 }
 
 void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool) {
+    g4_matmul_isa(g4_kernels_active(), w, x, n_tok, y, pool);
+}
+
+void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool) {
     if (n_tok <= 0) return;
-    const g4_kernels *k = g4_kernels_active();
     const enum g4_type act_type = g4_vec_dot_type(w->type);
-    dot_job job = {k->vec_dot[w->type], w, (const char *)x, (size_t)w->n_in * sizeof(float), n_tok, y};
+    dot_job job = {k, w, (const char *)x, (size_t)w->n_in * sizeof(float), n_tok, y};
     char *converted = NULL;
     if (act_type != G4_TYPE_F32) {
         job.act_row_bytes = g4_row_size(act_type, w->n_in);
