@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gguf/gguf.h"
+#include "gguf/json.h"
 #include "kernels/formats.h"
 #include "tests/harness.h"
 #include "tools/commands.h"
@@ -529,15 +530,8 @@ static void truncations(const uint8_t *p, size_t n, size_t copy_below, size_t st
 }
 
 static uint8_t *read_all(const char *path, size_t *n) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *p = malloc(len > 0 ? (size_t)len : 1);
-    *n = fread(p, 1, (size_t)len, fp);
-    fclose(fp);
-    return p;
+    char err[G4_ERR_LEN];
+    return (uint8_t *)g4_read_file(path, n, err);
 }
 
 static void test_truncation(void) {
@@ -574,135 +568,56 @@ static void test_truncation(void) {
 
 /* ---- fixtures against manifest.json ---- */
 
-/* Reads the JSON string at *s (which points at its opening quote). */
-static bool json_str(const char **s, char *out, size_t cap) {
-    const char *p = *s;
-    if (*p++ != '"') return false;
-    size_t n = 0;
-    while (*p && *p != '"' && n + 4 < cap) {
-        char c = *p++;
-        if (c == '\\') {
-            c = *p++;
-            if (c == 'n') c = '\n';
-            else if (c == 't') c = '\t';
-            else if (c == 'r') c = '\r';
-            else if (c == 'u') { /* the basic plane is enough for the fixtures */
-                char hex[5] = {0};
-                for (int k = 0; k < 4 && *p; k++) hex[k] = *p++;
-                unsigned cp = (unsigned)strtoul(hex, NULL, 16);
-                if (cp >= 0xd800 && cp < 0xe000) return false;
-                if (cp < 0x80) out[n++] = (char)cp;
-                else if (cp < 0x800) { out[n++] = (char)(0xc0 | cp >> 6); out[n++] = (char)(0x80 | (cp & 0x3f)); }
-                else {
-                    out[n++] = (char)(0xe0 | cp >> 12);
-                    out[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
-                    out[n++] = (char)(0x80 | (cp & 0x3f));
-                }
-                continue;
-            }
-        }
-        out[n++] = c;
-    }
-    if (*p != '"') return false;
-    out[n] = 0;
-    *s = p + 1;
-    return true;
-}
-
-static int json_ints(const char **s, int64_t *out, int max) {
-    const char *p = strchr(*s, '[');
-    if (!p) return -1;
-    p++;
-    int n = 0;
-    for (;;) {
-        while (*p == ' ' || *p == '\n' || *p == ',') p++;
-        if (*p == ']') break;
-        char *end;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || n == max) return -1;
-        out[n++] = v;
-        p = end;
-    }
-    *s = p + 1;
-    return n;
-}
-
-static const char *after(const char *p, const char *needle) {
-    const char *q = strstr(p, needle);
-    return q ? q + strlen(needle) : NULL;
-}
-
 /* One model: open through mmap, compare header facts and every tensor with
- * the manifest entry that starts at m (just after its "file" value). */
-static const char *check_model(const char *m, const char *file) {
+ * its manifest entry m. */
+static void check_model(const g4_json *m) {
+    const g4_json *file = g4_json_get_type(m, "file", G4_JSON_STRING), *size = g4_json_get(m, "size");
+    const g4_json *list = g4_json_get_type(m, "tensors", G4_JSON_ARRAY);
+    CHECK(file && size && size->is_int && list, "manifest entry without file, size or tensors");
+    if (!file || !size || !list) return;
     char path[512], err[G4_ERR_LEN];
-    snprintf(path, sizeof path, "%s/%s", test_fixtures_dir(), file);
-    const char *q = after(m, "\"size\": ");
-    long long size = q ? strtoll(q, NULL, 10) : -1;
-    const char *tl = after(m, "\"tensors\": [");
-    if (!tl) return NULL;
+    snprintf(path, sizeof path, "%s/%s", test_fixtures_dir(), file->str);
     gguf_file *f = gguf_open(path, err);
     CHECK(f, "%s", err);
-    int n_manifest = 0, mismatches = 0;
-    char name[128], type[32], first_bad[128] = "";
-    for (const char *p = tl;;) {
-        while (*p == ' ' || *p == '\n' || *p == ',') p++;
-        if (*p != '{') { tl = p; break; }
-        int64_t ne[8];
-        int nd = -1;
-        const char *pn = after(p, "\"name\": "), *pe = NULL, *pt = NULL;
-        if (pn && json_str(&pn, name, sizeof name) && (pe = after(pn, "\"ne\": "))) nd = json_ints(&pe, ne, 8);
-        if (nd < 1 || nd > 4 || !(pt = after(pe, "\"type\": ")) || !json_str(&pt, type, sizeof type)) {
-            tl = NULL; /* not the layout this scanner knows */
-            break;
-        }
-        p = strchr(pt, '}') + 1;
-        n_manifest++;
-        const gguf_tensor *t = f ? gguf_find_tensor(f, name) : NULL;
-        bool same = t && t->n_dims == (uint32_t)nd && !strcasecmp(g4_type_name(t->type), type);
-        for (int j = 0; same && j < nd; j++) same = t->ne[j] == ne[j];
-        if (!same && !mismatches++) snprintf(first_bad, sizeof first_bad, "%s", name);
+    if (!f) return;
+    int mismatches = 0;
+    const char *first_bad = "";
+    for (size_t i = 0; i < list->len; i++) {
+        const g4_json *name = g4_json_get_type(&list->items[i], "name", G4_JSON_STRING);
+        const g4_json *ne = g4_json_get_type(&list->items[i], "ne", G4_JSON_ARRAY);
+        const g4_json *type = g4_json_get_type(&list->items[i], "type", G4_JSON_STRING);
+        const gguf_tensor *t = name ? gguf_find_tensor(f, name->str) : NULL;
+        bool same = t && ne && type && t->n_dims == ne->len && !strcasecmp(g4_type_name(t->type), type->str);
+        for (size_t j = 0; same && j < ne->len; j++) same = ne->items[j].is_int && t->ne[j] == ne->items[j].integer;
+        if (!same && !mismatches++) first_bad = name ? name->str : "?";
     }
-    if (f && tl) {
-        CHECK(gguf_version(f) == 3 && gguf_alignment(f) == 32, "%s: v%u alignment %" PRIu64, file, gguf_version(f),
-              gguf_alignment(f));
-        CHECK(gguf_n_tensors(f) == n_manifest && n_manifest > 0, "%s: %" PRId64 " tensors, manifest lists %d", file,
-              gguf_n_tensors(f), n_manifest);
-        CHECK(mismatches == 0, "%s: %d tensors differ from the manifest, first '%s'", file, mismatches, first_bad);
-        /* the tensors tile the data section exactly, each padded to 32 */
-        uint64_t end = gguf_data_offset(f);
-        for (int64_t i = 0; i < gguf_n_tensors(f); i++) end += (gguf_tensor_at(f, i)->nbytes + 31) / 32 * 32;
-        CHECK((long long)gguf_file_size(f) == size && end == (uint64_t)size, "%s: size %" PRIu64 ", tensors end at %" PRIu64
-              ", manifest %lld", file, gguf_file_size(f), end, size);
-        uint64_t n_tok = 0;
-        const void *tok;
-        CHECK(gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tok, &n_tok, err) == GGUF_OK && n_tok == 512,
-              "%s: %" PRIu64 " tokens", file, n_tok);
-    }
+    CHECK(gguf_version(f) == 3 && gguf_alignment(f) == 32, "%s: v%u alignment %" PRIu64, file->str, gguf_version(f),
+          gguf_alignment(f));
+    CHECK(gguf_n_tensors(f) == (int64_t)list->len && list->len > 0, "%s: %" PRId64 " tensors, manifest lists %zu",
+          file->str, gguf_n_tensors(f), list->len);
+    CHECK(mismatches == 0, "%s: %d tensors differ from the manifest, first '%s'", file->str, mismatches, first_bad);
+    /* the tensors tile the data section exactly, each padded to 32 */
+    uint64_t end = gguf_data_offset(f);
+    for (int64_t i = 0; i < gguf_n_tensors(f); i++) end += (gguf_tensor_at(f, i)->nbytes + 31) / 32 * 32;
+    CHECK((int64_t)gguf_file_size(f) == size->integer && end == gguf_file_size(f),
+          "%s: size %" PRIu64 ", tensors end at %" PRIu64 ", manifest %" PRId64, file->str, gguf_file_size(f), end,
+          size->integer);
+    uint64_t n_tok = 0;
+    const void *tok;
+    CHECK(gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tok, &n_tok, err) == GGUF_OK && n_tok == 512,
+          "%s: %" PRIu64 " tokens", file->str, n_tok);
     gguf_close(f);
-    return tl;
 }
 
 static void test_fixture_models(void) {
-    char path[512], file[256];
+    char path[512], err[G4_ERR_LEN];
     snprintf(path, sizeof path, "%s/manifest.json", test_fixtures_dir());
-    size_t n;
-    uint8_t *raw = read_all(path, &n);
-    CHECK(raw, "cannot read %s", path);
-    if (!raw) return;
-    char *manifest = realloc(raw, n + 1);
-    manifest[n] = 0;
-    int models = 0;
-    for (const char *p = manifest; (p = strstr(p, "\"file\": \"models/"));) {
-        p += strlen("\"file\": ");
-        if (!json_str(&p, file, sizeof file)) break;
-        p = check_model(p, file);
-        CHECK(p, "%s: manifest entry not understood", file);
-        if (!p) break;
-        models++;
-    }
-    CHECK(models == 12, "%d models in the manifest, the README lists 12", models);
-    free(manifest);
+    g4_json *manifest = g4_json_parse_file(path, err);
+    CHECK(manifest, "%s", err);
+    const g4_json *models = g4_json_get_type(manifest, "models", G4_JSON_ARRAY);
+    CHECK(models && models->len == 12, "%zu models in the manifest, the README lists 12", models ? models->len : 0);
+    for (size_t i = 0; models && i < models->len; i++) check_model(&models->items[i]);
+    g4_json_free(manifest);
 }
 
 /* The vocabulary file against the tokenizer fixture: every (id, piece) pair
@@ -727,30 +642,28 @@ static void test_fixture_vocab(void) {
           "%s", err);
 
     snprintf(path, sizeof path, "%s/tokenizer/synthetic.tokens.json", test_fixtures_dir());
-    size_t n;
-    uint8_t *raw = read_all(path, &n);
-    CHECK(raw, "cannot read %s", path);
-    char *js = raw ? realloc(raw, n + 1) : NULL;
+    g4_json *js = g4_json_parse_file(path, err);
+    CHECK(js, "%s", err);
+    const g4_json *cases = g4_json_get_type(js, "cases", G4_JSON_ARRAY);
     int pairs = 0, wrong = 0;
-    for (const char *p = js ? (js[n] = 0, js) : NULL; p && (p = strstr(p, "\"special_parse\": ["));) {
-        int64_t ids[512];
-        int n_ids = json_ints(&p, ids, 512);
-        const char *pc = after(p, "\"pieces\": [");
-        if (n_ids < 0 || !pc) { wrong++; break; }
-        for (int i = 0; i < n_ids; i++) {
-            char piece[256];
-            while (*pc == ' ' || *pc == '\n' || *pc == ',') pc++;
-            if (!json_str(&pc, piece, sizeof piece) || ids[i] < 0 || (uint64_t)ids[i] >= n_tok) { wrong++; break; }
-            pairs++;
-            const gguf_str *t = &tok[ids[i]];
-            if (t->len != strlen(piece) || memcmp(t->ptr, piece, t->len)) {
-                if (!wrong++) fprintf(stderr, "token %" PRId64 ": file has '%.*s', fixture '%s'\n", ids[i], (int)t->len, t->ptr, piece);
+    for (size_t c = 0; cases && c < cases->len; c++) {
+        const g4_json *ids = g4_json_get_type(g4_json_get(&cases->items[c], "ids"), "special_parse", G4_JSON_ARRAY);
+        const g4_json *pieces = g4_json_get_type(&cases->items[c], "pieces", G4_JSON_ARRAY);
+        if (!ids || !pieces || ids->len != pieces->len) { wrong++; continue; }
+        for (size_t i = 0; i < ids->len; i++) {
+            const g4_json *id = &ids->items[i], *piece = &pieces->items[i];
+            if (!id->is_int || id->integer < 0 || (uint64_t)id->integer >= n_tok || piece->type != G4_JSON_STRING) {
+                wrong++;
+                continue;
             }
+            pairs++;
+            const gguf_str *t = &tok[id->integer];
+            if ((t->len != piece->len || memcmp(t->ptr, piece->str, t->len)) && !wrong++)
+                fprintf(stderr, "token %" PRId64 ": file has '%.*s', fixture '%s'\n", id->integer, (int)t->len, t->ptr, piece->str);
         }
-        p = pc;
     }
     CHECK(pairs > 100 && wrong == 0, "%d (id, piece) pairs checked, %d wrong", pairs, wrong);
-    free(js);
+    g4_json_free(js);
     gguf_close(f);
 }
 

@@ -15,7 +15,7 @@
 #include "gguf/gguf_writer.h"
 #include "kernels/formats.h"
 #include "tests/harness.h"
-#include "tests/json_mini.h"
+#include "gguf/json.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/mkmodel.h"
@@ -34,20 +34,8 @@ static const char *tmp_path(const char *name) {
 }
 
 static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)size + 1);
-    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[size] = 0;
-    *n = (size_t)size;
-    return buf;
+    char err[G4_ERR_LEN];
+    return g4_read_file(path, n, err);
 }
 
 static bool str_eq(gguf_str s, const char *c) { return s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
@@ -297,23 +285,23 @@ static void check_tensors_regenerate(const gguf_file *f, const g4_shape *s, enum
 }
 
 /* The tensor list of the fixture in manifest.json: names, ne, and (f32) type. */
-static void check_manifest(const gguf_file *f, const json_value *manifest, const char *fixture_name, bool f32,
+static void check_manifest(const gguf_file *f, const g4_json *manifest, const char *fixture_name, bool f32,
                            const char *what) {
-    const json_value *models = json_get(manifest, "models"), *m = NULL;
+    const g4_json *models = g4_json_get(manifest, "models"), *m = NULL;
     for (size_t i = 0; models && i < models->len; i++) {
-        const json_value *name = json_get(&models->items[i], "name");
+        const g4_json *name = g4_json_get(&models->items[i], "name");
         if (name && name->str && !strcmp(name->str, fixture_name)) m = &models->items[i];
     }
-    const json_value *list = json_get(m, "tensors");
-    CHECK(list && list->type == JSON_ARRAY && (int64_t)list->len == gguf_n_tensors(f), "%s: manifest has %zu tensors",
+    const g4_json *list = g4_json_get(m, "tensors");
+    CHECK(list && list->type == G4_JSON_ARRAY && (int64_t)list->len == gguf_n_tensors(f), "%s: manifest has %zu tensors",
           what, list ? list->len : 0);
     int bad = 0;
     for (size_t i = 0; list && i < list->len && (int64_t)i < gguf_n_tensors(f); i++) {
         const gguf_tensor *t = gguf_tensor_at(f, (int64_t)i);
-        const json_value *name = json_get(&list->items[i], "name"), *ne = json_get(&list->items[i], "ne"),
-                         *ty = json_get(&list->items[i], "type");
+        const g4_json *name = g4_json_get(&list->items[i], "name"), *ne = g4_json_get(&list->items[i], "ne"),
+                         *ty = g4_json_get(&list->items[i], "type");
         bool same = name && name->str && !strcmp(name->str, t->name) && ne && ne->len == t->n_dims;
-        for (size_t d = 0; same && d < ne->len; d++) same = ne->items[d].number == (double)t->ne[d];
+        for (size_t d = 0; same && d < ne->len; d++) same = ne->items[d].is_int && ne->items[d].integer == t->ne[d];
         if (f32) same = same && ty && ty->str && !strcmp(ty->str, "F32") && t->type == G4_TYPE_F32;
         if (!same && bad++ < 3) CHECK(same, "%s: tensor %zu '%s' differs from manifest.json", what, i, t->name);
     }
@@ -398,11 +386,9 @@ static void check_vocab(const gguf_file *f, const char *what) {
 
 static void test_tiny_models(void) {
     char err[G4_ERR_LEN], fx_path[512];
-    size_t mlen = 0;
     snprintf(fx_path, sizeof fx_path, "%s/manifest.json", test_fixtures_dir());
-    char *mtext = read_file(fx_path, &mlen);
-    json_value manifest = {0};
-    CHECK(mtext && json_parse(mtext, mlen, &manifest), "cannot read %s", fx_path);
+    g4_json *manifest = g4_json_parse_file(fx_path, err);
+    CHECK(manifest != NULL, "%s", err);
     for (size_t p = 0; p < sizeof tiny / sizeof tiny[0]; p++) {
         for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
             char what[64], fixture_name[32];
@@ -419,7 +405,7 @@ static void test_tiny_models(void) {
             CHECK(f != NULL, "%s: read back: %s", what, err);
             if (!f) continue;
             check_tensors_regenerate(f, &s, types[k].type, s.seed, what);
-            check_manifest(f, &manifest, fixture_name, types[k].type == G4_TYPE_F32, what);
+            check_manifest(f, manifest, fixture_name, types[k].type == G4_TYPE_F32, what);
             snprintf(fx_path, sizeof fx_path, "%s/models/%s.gguf", test_fixtures_dir(), fixture_name);
             gguf_file *fx = gguf_open(fx_path, err);
             CHECK(fx != NULL, "%s: fixture: %s", what, err);
@@ -430,8 +416,7 @@ static void test_tiny_models(void) {
             unlink(path);
         }
     }
-    json_free(&manifest);
-    free(mtext);
+    g4_json_free(manifest);
 }
 
 /* Same arguments, same bytes; another seed, other weights. */

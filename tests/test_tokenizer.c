@@ -11,23 +11,13 @@
 
 #include "gguf/gguf.h"
 #include "tests/harness.h"
-#include "tests/json_mini.h"
+#include "gguf/json.h"
 #include "tokenizer/tokenizer.h"
 
+/* A fixture file's bytes; NULL (reported by the caller) if unreadable. */
 static char *read_all(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n, fp)) > 0) {
-        n += got;
-        if (n == cap) buf = realloc(buf, (cap *= 2) + 1);
-    }
-    fclose(fp);
-    buf[n] = 0;
-    *len = n;
-    return buf;
+    char err[G4_ERR_LEN];
+    return g4_read_file(path, len, err);
 }
 
 static const struct {
@@ -40,10 +30,10 @@ static const struct {
     {"nospecial_noparse", false, false},
 };
 
-static bool same_ids(const int32_t *ids, int64_t n, const json_value *want) {
-    if (!want || want->type != JSON_ARRAY || (size_t)n != want->len) return false;
+static bool same_ids(const int32_t *ids, int64_t n, const g4_json *want) {
+    if (!want || want->type != G4_JSON_ARRAY || (size_t)n != want->len) return false;
     for (int64_t i = 0; i < n; i++)
-        if (want->items[i].type != JSON_NUMBER || (int32_t)want->items[i].number != ids[i]) return false;
+        if (!want->items[i].is_int || want->items[i].integer != ids[i]) return false;
     return true;
 }
 
@@ -53,26 +43,27 @@ static void run_fixture(const g4_vocab *v, const char *path, const char *label, 
     char *text = read_all(path, &len);
     CHECK(text != NULL, "cannot read %s", path);
     if (!text) return;
-    json_value doc;
-    bool ok = json_parse(text, len, &doc);
-    CHECK(ok, "%s: malformed JSON", path);
-    const json_value *cases = json_get(&doc, "cases");
-    CHECK(cases && cases->type == JSON_ARRAY && cases->len == want_cases, "%s: expected %zu cases", path, want_cases);
-    if (ok && cases && cases->type == JSON_ARRAY) {
+    char err[G4_ERR_LEN];
+    g4_json *doc = g4_json_parse(text, len, path, err);
+    bool ok = doc != NULL;
+    CHECK(ok, "%s", err);
+    const g4_json *cases = g4_json_get(doc, "cases");
+    CHECK(cases && cases->type == G4_JSON_ARRAY && cases->len == want_cases, "%s: expected %zu cases", path, want_cases);
+    if (ok && cases && cases->type == G4_JSON_ARRAY) {
         size_t matched[4] = {0}, pieces_ok = 0;
         for (size_t c = 0; c < cases->len; c++) {
-            const json_value *tc = &cases->items[c], *t = json_get(tc, "text"), *ids = json_get(tc, "ids");
-            if (!t || t->type != JSON_STRING) continue;
+            const g4_json *tc = &cases->items[c], *t = g4_json_get(tc, "text"), *ids = g4_json_get(tc, "ids");
+            if (!t || t->type != G4_JSON_STRING) continue;
             for (int m = 0; m < 4; m++) {
                 int32_t *got;
                 char err[G4_ERR_LEN];
                 int64_t n = g4_tokenize(v, t->str, t->len, modes[m].add_special, modes[m].parse_special, &got, err);
-                bool same = n >= 0 && same_ids(got, n, json_get(ids, modes[m].name));
+                bool same = n >= 0 && same_ids(got, n, g4_json_get(ids, modes[m].name));
                 CHECK(same, "%s case %zu mode %s: ids differ", label, c, modes[m].name);
                 matched[m] += same;
                 if (m == 0 && n >= 0) { /* pieces are the token texts of special_parse */
-                    const json_value *pieces = json_get(tc, "pieces");
-                    bool pok = pieces && pieces->type == JSON_ARRAY && pieces->len == (size_t)n;
+                    const g4_json *pieces = g4_json_get(tc, "pieces");
+                    bool pok = pieces && pieces->type == G4_JSON_ARRAY && pieces->len == (size_t)n;
                     for (int64_t i = 0; pok && i < n; i++) {
                         size_t tl;
                         const char *tt = g4_vocab_text(v, got[i], &tl);
@@ -88,7 +79,7 @@ static void run_fixture(const g4_vocab *v, const char *path, const char *label, 
             printf("%s %-17s %zu/%zu cases match\n", label, modes[m].name, matched[m], cases->len);
         printf("%s pieces            %zu/%zu cases match\n", label, pieces_ok, cases->len);
     }
-    json_free(&doc);
+    g4_json_free(doc);
     free(text);
 }
 
@@ -515,18 +506,19 @@ static double seconds(clockid_t clock) {
 static void measure_speed(const g4_vocab *v, const char *fixture_json) {
     size_t len;
     char *js = read_all(fixture_json, &len);
-    json_value doc;
-    if (!js || !json_parse(js, len, &doc)) {
+    char err[G4_ERR_LEN] = "";
+    g4_json *doc = js ? g4_json_parse(js, len, fixture_json, err) : NULL;
+    if (!doc) {
         CHECK(0, "cannot read %s", fixture_json);
         free(js);
         return;
     }
-    const json_value *cases = json_get(&doc, "cases");
+    const g4_json *cases = g4_json_get(doc, "cases");
     size_t cap = (2u << 20) + 4096, n = 0;
     char *text = malloc(cap);
     while (n < (1u << 20) && cases && cases->len) {
         for (size_t c = 0; c < cases->len; c++) {
-            const json_value *t = json_get(&cases->items[c], "text");
+            const g4_json *t = g4_json_get(&cases->items[c], "text");
             if (!t || strstr(t->str, "\xe2\x96\x81") || n + t->len + 1 > cap) continue; /* U+2581 decodes to ' ' */
             memcpy(text + n, t->str, t->len);
             n += t->len;
@@ -552,7 +544,7 @@ static void measure_speed(const g4_vocab *v, const char *fixture_json) {
         free(ids);
     }
     free(text);
-    json_free(&doc);
+    g4_json_free(doc);
     free(js);
 }
 
