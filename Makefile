@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 
 ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
 
-LIB_SRC   := gemma4.c sampler.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
+LIB_SRC   := gemma4.c kvcache.c sampler.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
 X86_SRC   := $(wildcard kernels/x86/*.c)
 ARM_SRC   := $(wildcard kernels/arm/*.c)
 ifeq ($(ARCH),x86_64)
@@ -38,7 +38,7 @@ $(BUILD)/kernels/x86/avx2.o:   ISAFLAGS := -mavx2 -mfma -mf16c
 $(BUILD)/kernels/x86/avx512.o: ISAFLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 $(BUILD)/kernels/arm/dotprod.o: ISAFLAGS := -march=armv8.2-a+dotprod
 
-.PHONY: all test asan static fuzz fuzz-run neon-test check bench clean
+.PHONY: all test test-bins werror asan static fuzz fuzz-run neon-test check bench clean
 all: gemma4
 
 gemma4: $(BUILD)/gemma4
@@ -61,6 +61,13 @@ CLI_NOMAIN := $(filter-out $(BUILD)/tools/main.o,$(CLI_OBJ))
 $(BUILD)/tests/%: tests/%.c $(HDRS) $(LIB) $(CLI_NOMAIN)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(CLI_NOMAIN) $(LIB) $(LDLIBS)
+
+test-bins: $(TEST_BIN) $(BUILD)/gemma4
+
+# -Wall -Wextra clean with both compilers, tests included.
+werror:
+	$(MAKE) BUILD=build/werror-gcc CC=gcc CFLAGS="-O2 -Werror" test-bins
+	$(MAKE) BUILD=build/werror-clang CC=clang CFLAGS="-O2 -Werror" test-bins
 
 test: $(TEST_BIN) $(BUILD)/gemma4
 	GEMMA4_BIN=$(BUILD)/gemma4 RUN="$(RUN)" sh tests/run.sh $(TEST_BIN)
@@ -97,8 +104,8 @@ neon-test:
 	  RUN=qemu-aarch64 test
 
 # Everything CI runs.
-check: test asan static fuzz-run neon-test
-	./gemma4-static --help > /dev/null
+check: werror test asan static fuzz-run neon-test
+	sh tests/static_smoke.sh ./gemma4-static
 
 bench: gemma4
 	sh tools/bench.sh

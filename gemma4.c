@@ -20,6 +20,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
+#include "kvcache.h"
 
 #define G4_MAX_LAYERS 512
 
@@ -439,14 +440,19 @@ void gemma4_layer_info_get(const gemma4_model *m, int32_t il, gemma4_layer_info 
 
 struct gemma4_session {
     const gemma4_model *m;
-    int32_t n_ctx, n_ubatch, pos;
+    int32_t n_ubatch;
+    enum g4_type type_k, type_v;
     g4_pool *pool;
-    /* KV cache: for each layer that owns one, n_ctx rows of n_head_kv*head_dim
-     * f32 for K (after norm and RoPE) and V (after its unweighted norm) */
-    float *k_cache[G4_MAX_LAYERS], *v_cache[G4_MAX_LAYERS];
+    /* K (after norm and RoPE) and V (after its unweighted norm) of every
+     * sequence, in pages (kvcache.h) */
+    g4_kv_cache *kv;
+    /* the ubatch being evaluated: each token's sequence and position */
+    int32_t *tok_seq, *tok_pos, *out_rows;
+    int32_t *seq_n; /* per sequence: tokens of the call (validation) */
     /* activations for one ubatch of up to n_ubatch tokens */
     float *x, *a, *r, *q, *k, *v, *o, *t0, *t1, *t3, *ple;
-    float *scores; /* per thread: n_ctx attention scores */
+    float *scores; /* per thread: attention scores, grown with the longest sequence */
+    size_t scores_per_thread;
 };
 
 static int64_t max_q_dim(const gemma4_model *m) {
@@ -463,51 +469,119 @@ static int64_t max_ff(const gemma4_model *m) {
     return f;
 }
 
+#define DEFAULT_PAGE_SIZE 32
+
+/* The cache geometry of a model: every layer that owns a cache gets rows of
+ * n_head_kv * head_dim values; the KV-shared tail gets none. */
+static g4_kv_cache *kv_new(const gemma4_model *m, const gemma4_session_params *p, int32_t n_ctx, char *err) {
+    int32_t width[G4_MAX_LAYERS];
+    bool swa[G4_MAX_LAYERS];
+    const enum g4_type tk = p ? p->type_k : G4_TYPE_F32, tv = p ? p->type_v : G4_TYPE_F32;
+    for (int32_t l = 0; l < m->n_layer; l++) {
+        const layer *L = &m->layers[l];
+        width[l] = L->has_kv ? L->n_head_kv * L->head_dim : 0;
+        swa[l] = L->swa;
+        /* attention converts one head at a time, so a head must be whole blocks */
+        const g4_type_traits *tr[] = {g4_type_info(tk), g4_type_info(tv)};
+        for (int i = 0; i < 2; i++)
+            if (tr[i] && L->head_dim % tr[i]->blck_size)
+                return fail(err, "%s: layer %d: head dim %d is not a multiple of the %s block (%lld)", m->path, l,
+                            L->head_dim, tr[i]->name, (long long)tr[i]->blck_size), NULL;
+    }
+    const g4_kv_params kp = {
+        .n_layer = m->n_layer, .width = width, .swa = swa, .n_swa = m->n_swa,
+        .page_size = p && p->page_size > 0 ? p->page_size : DEFAULT_PAGE_SIZE, .type_k = tk, .type_v = tv,
+        .n_seq = p && p->n_seq > 0 ? p->n_seq : 1, .n_ctx = n_ctx, .max_bytes = p ? p->kv_max_bytes : 0,
+    };
+    g4_kv_cache *kv = g4_kv_new(&kp, err);
+    if (!kv) {
+        char why[G4_ERR_LEN];
+        snprintf(why, sizeof why, "%s", err);
+        fail(err, "%s: %s", m->path, why);
+    }
+    return kv;
+}
+
+int gemma4_kv_plan_get(const gemma4_model *m, const gemma4_session_params *p, int64_t n_pos, gemma4_kv_plan *plan,
+                       char *err) {
+    g4_kv_cache *kv = kv_new(m, p, n_pos > INT32_MAX ? INT32_MAX : (int32_t)(n_pos > 0 ? n_pos : 1), err);
+    if (!kv) return -1;
+    g4_kv_usage u;
+    g4_kv_usage_get(kv, &u);
+    *plan = (gemma4_kv_plan){.page_size = p && p->page_size > 0 ? p->page_size : DEFAULT_PAGE_SIZE, .n_swa = m->n_swa,
+                             .seq_bytes = g4_kv_seq_bytes(kv, n_pos)};
+    for (int k = 0; k < G4_KV_KINDS; k++) plan->bytes_per_token[k] = g4_kv_bytes_per_token(kv, k), plan->page_bytes[k] = u.page_bytes[k];
+    g4_kv_free(kv);
+    return 0;
+}
+
 gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_params *p, char *err) {
     gemma4_session *s = calloc(1, sizeof *s);
     if (!s) return fail(err, "%s: out of memory", m->path), NULL;
     s->m = m;
-    s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : (m->n_ctx_train < 4096 ? m->n_ctx_train : 4096);
+    const int32_t n_ctx = p && p->n_ctx > 0 ? p->n_ctx : (m->n_ctx_train < 4096 ? m->n_ctx_train : 4096);
     s->n_ubatch = p && p->n_ubatch > 0 ? p->n_ubatch : 512;
-    if (s->n_ubatch > s->n_ctx) s->n_ubatch = s->n_ctx;
+    if (s->n_ubatch > n_ctx) s->n_ubatch = n_ctx;
+    s->type_k = p ? p->type_k : G4_TYPE_F32;
+    s->type_v = p ? p->type_v : G4_TYPE_F32;
+    if (!(s->kv = kv_new(m, p, n_ctx, err))) return gemma4_session_free(s), NULL;
     s->pool = g4_pool_create(p ? p->n_threads : 0);
     const size_t T = (size_t)s->n_ubatch, d = (size_t)m->n_embd, qd = (size_t)max_q_dim(m), ff = (size_t)max_ff(m);
     const size_t ple = (size_t)m->n_embd_per_layer * (size_t)m->n_layer;
     bool ok = s->pool != NULL;
-    for (int32_t l = 0; l < m->n_layer && ok; l++) {
-        const layer *L = &m->layers[l];
-        if (!L->has_kv) continue;
-        const size_t row = (size_t)L->n_head_kv * (size_t)L->head_dim;
-        ok = (s->k_cache[l] = malloc((size_t)s->n_ctx * row * sizeof(float))) &&
-             (s->v_cache[l] = malloc((size_t)s->n_ctx * row * sizeof(float)));
-    }
     float **bufs[] = {&s->x, &s->a, &s->r, &s->q, &s->k, &s->v, &s->o, &s->t0, &s->t1, &s->t3, &s->ple};
     size_t wide = ff > d ? ff : d; /* t0 and t1 hold FFN rows and a per-layer embedding row */
     if (ple > wide) wide = ple;
     const size_t sizes[] = {d, d, d, qd, qd, qd, qd, wide, wide, d, ple ? ple : 1};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && ok; i++) ok = (*bufs[i] = malloc(T * sizes[i] * sizeof(float))) != NULL;
-    ok = ok && (s->scores = malloc((size_t)g4_pool_size(s->pool) * (size_t)s->n_ctx * sizeof(float)));
+    ok = ok && (s->tok_seq = malloc(T * sizeof *s->tok_seq)) && (s->tok_pos = malloc(T * sizeof *s->tok_pos)) &&
+         (s->out_rows = malloc(T * sizeof *s->out_rows)) &&
+         (s->seq_n = malloc((size_t)g4_kv_n_seq(s->kv) * sizeof *s->seq_n));
     if (!ok) {
         gemma4_session_free(s);
-        return fail(err, "%s: out of memory for a %d-token session", m->path, p && p->n_ctx > 0 ? p->n_ctx : 4096), NULL;
+        return fail(err, "%s: out of memory for a session", m->path), NULL;
     }
     return s;
 }
 
 void gemma4_session_free(gemma4_session *s) {
     if (!s) return;
-    for (int32_t l = 0; l < G4_MAX_LAYERS; l++) free(s->k_cache[l]), free(s->v_cache[l]);
+    g4_kv_free(s->kv);
     float *bufs[] = {s->x, s->a, s->r, s->q, s->k, s->v, s->o, s->t0, s->t1, s->t3, s->ple, s->scores};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(s->tok_seq);
+    free(s->tok_pos);
+    free(s->out_rows);
+    free(s->seq_n);
     g4_pool_free(s->pool);
     free(s);
 }
 
-int32_t gemma4_session_pos(const gemma4_session *s) { return s->pos; }
-int32_t gemma4_session_n_ctx(const gemma4_session *s) { return s->n_ctx; }
-void gemma4_session_truncate(gemma4_session *s, int32_t n_keep) {
-    if (n_keep >= 0 && n_keep < s->pos) s->pos = n_keep;
+int32_t gemma4_session_n_ctx(const gemma4_session *s) { return g4_kv_n_ctx(s->kv); }
+int32_t gemma4_session_n_seq(const gemma4_session *s) { return g4_kv_n_seq(s->kv); }
+int32_t gemma4_session_pos(const gemma4_session *s) { return g4_kv_len(s->kv, 0); }
+int32_t gemma4_session_truncate(gemma4_session *s, int32_t n_keep) { return g4_kv_truncate(s->kv, 0, n_keep); }
+
+static bool bad_seq(const gemma4_session *s, int32_t seq) { return seq < 0 || seq >= g4_kv_n_seq(s->kv); }
+
+int32_t gemma4_seq_pos(const gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ? -1 : g4_kv_len(s->kv, seq); }
+const int32_t *gemma4_seq_tokens(const gemma4_session *s, int32_t seq) {
+    return bad_seq(s, seq) ? NULL : g4_kv_tokens(s->kv, seq);
 }
+int32_t gemma4_seq_common_prefix(const gemma4_session *s, int32_t seq, const int32_t *tokens, int32_t n) {
+    return bad_seq(s, seq) ? -1 : g4_kv_common_prefix(s->kv, seq, tokens, n);
+}
+int32_t gemma4_seq_truncate(gemma4_session *s, int32_t seq, int32_t n_keep) {
+    return bad_seq(s, seq) ? -1 : g4_kv_truncate(s->kv, seq, n_keep);
+}
+int gemma4_seq_remove(gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ? -1 : (g4_kv_truncate(s->kv, seq, 0), 0); }
+int gemma4_seq_checkpoint(gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ? -1 : (g4_kv_checkpoint(s->kv, seq), 0); }
+int gemma4_seq_fork(gemma4_session *s, int32_t src, int32_t dst, char *err) {
+    if (bad_seq(s, src) || bad_seq(s, dst))
+        return fail(err, "%s: fork %d -> %d: sequence ids are 0..%d", s->m->path, src, dst, g4_kv_n_seq(s->kv) - 1);
+    return g4_kv_fork(s->kv, src, dst, err);
+}
+void gemma4_kv_usage(const gemma4_session *s, g4_kv_usage *u) { g4_kv_usage_get(s->kv, u); }
 
 /* ---------------------------------------------------------------- debugging aid */
 
@@ -542,39 +616,41 @@ static void rms_norm_rows(float *y, const float *x, const float *w, int64_t n_ro
 typedef struct attn_job {
     gemma4_session *s;
     const layer *L;
-    int32_t il, n_tok, pos0;
+    int32_t n_tok;
 } attn_job;
 
-/* Causal attention over the cache, one (token, head) pair at a time; the
- * pairs are spread over the pool. Scale is 1: the q/k norms replace it. */
+/* Causal attention over the token's own sequence, one (token, head) pair at
+ * a time; the pairs are spread over the pool. Cached rows are read a page
+ * at a time. Scale is 1: the q/k norms replace it. */
 static void attention_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     gemma4_session *s = j->s;
     const gemma4_model *m = s->m;
     const layer *L = j->L;
     const int32_t H = m->n_head, hd = L->head_dim, group = H / L->n_head_kv;
-    const int64_t kv_row = (int64_t)L->n_head_kv * hd, q_row = (int64_t)H * hd;
-    const float *K = s->k_cache[L->kv_src], *Vc = s->v_cache[L->kv_src];
-    float *scores = s->scores + (size_t)ith * (size_t)s->n_ctx;
+    const int64_t q_row = (int64_t)H * hd;
+    float *scores = s->scores + (size_t)ith * s->scores_per_thread;
     for (int64_t job = ith; job < (int64_t)j->n_tok * H; job += nth) {
         const int32_t t = (int32_t)(job / H), h = (int32_t)(job % H), g = h / group;
-        const int32_t pos = j->pos0 + t;
+        const int32_t seq = s->tok_seq[t], pos = s->tok_pos[t];
         /* sliding layers see the current token and the W-1 before it */
         const int32_t lo = L->swa && pos - m->n_swa + 1 > 0 ? pos - m->n_swa + 1 : 0;
         const float *q = s->q + t * q_row + (int64_t)h * hd;
-        for (int32_t p = lo; p <= pos; p++) {
-            const float *k = K + p * kv_row + (int64_t)g * hd;
-            float dot = 0.0f;
-            for (int32_t i = 0; i < hd; i++) dot += q[i] * k[i];
-            scores[p - lo] = dot;
+        const size_t k_off = g4_row_size(s->type_k, (int64_t)g * hd), v_off = g4_row_size(s->type_v, (int64_t)g * hd);
+        int32_t n;
+        size_t stride;
+        for (int32_t p = lo; p <= pos; p += n) {
+            const char *rows = g4_kv_rows(s->kv, seq, L->kv_src, p, false, &n, &stride);
+            if (n > pos - p + 1) n = pos - p + 1;
+            g4_kv_dot_rows(s->type_k, rows, stride, k_off, n, q, hd, scores + (p - lo));
         }
         g4_softmax(scores, pos - lo + 1);
         float *o = s->o + t * q_row + (int64_t)h * hd;
         for (int32_t i = 0; i < hd; i++) o[i] = 0.0f;
-        for (int32_t p = lo; p <= pos; p++) {
-            const float *v = Vc + p * kv_row + (int64_t)g * hd;
-            const float w = scores[p - lo];
-            for (int32_t i = 0; i < hd; i++) o[i] += w * v[i];
+        for (int32_t p = lo; p <= pos; p += n) {
+            const char *rows = g4_kv_rows(s->kv, seq, L->kv_src, p, true, &n, &stride);
+            if (n > pos - p + 1) n = pos - p + 1;
+            g4_kv_axpy_rows(s->type_v, rows, stride, v_off, n, scores + (p - lo), hd, o);
         }
     }
 }
@@ -595,7 +671,7 @@ static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
     rms_norm_rows(s->q, s->q, L->attn_q_norm, n_tok * H, hd, eps);
     dump("Qcur_normed", il, s->q, n_tok, H * hd);
     for (int32_t t = 0; t < n_tok; t++)
-        for (int64_t h = 0; h < H; h++) g4_rope_neox(s->q + (t * H + h) * hd, L->n_rot, s->pos + t, L->rope_base, ff);
+        for (int64_t h = 0; h < H; h++) g4_rope_neox(s->q + (t * H + h) * hd, L->n_rot, s->tok_pos[t], L->rope_base, ff);
     dump("Qcur_pos", il, s->q, n_tok, H * hd);
 
     if (L->has_kv) {
@@ -609,14 +685,13 @@ static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
         rms_norm_rows(s->v, s->v, NULL, n_tok * Hkv, hd, eps);
         dump("Vcur_normed", il, s->v, n_tok, Hkv * hd);
         for (int32_t t = 0; t < n_tok; t++)
-            for (int64_t h = 0; h < Hkv; h++) g4_rope_neox(s->k + (t * Hkv + h) * hd, L->n_rot, s->pos + t, L->rope_base, ff);
+            for (int64_t h = 0; h < Hkv; h++) g4_rope_neox(s->k + (t * Hkv + h) * hd, L->n_rot, s->tok_pos[t], L->rope_base, ff);
         dump("Kcur_pos", il, s->k, n_tok, Hkv * hd);
-        const size_t row = (size_t)(Hkv * hd);
-        memcpy(s->k_cache[il] + (size_t)s->pos * row, s->k, (size_t)n_tok * row * sizeof(float));
-        memcpy(s->v_cache[il] + (size_t)s->pos * row, s->v, (size_t)n_tok * row * sizeof(float));
+        for (int32_t t = 0; t < n_tok; t++)
+            g4_kv_store(s->kv, s->tok_seq[t], il, s->tok_pos[t], s->k + t * Hkv * hd, s->v + t * Hkv * hd);
     }
 
-    attn_job job = {s, L, il, n_tok, s->pos};
+    attn_job job = {s, L, n_tok};
     g4_pool_run(s->pool, attention_task, &job);
     dump("kqv_out", il, s->o, n_tok, H * hd);
 
@@ -753,9 +828,11 @@ static void per_layer_injection(gemma4_session *s, int32_t il, int32_t n_tok) {
     for (int64_t i = 0; i < n_tok * d; i++) s->x[i] += s->t3[i];
 }
 
-/* One ubatch: tokens at positions s->pos .. s->pos+n_tok-1. Logits of the
- * rows from first_out on are written to out (n_vocab each). */
-static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, int32_t first_out, float *out) {
+/* One ubatch: token t goes to sequence s->tok_seq[t] at position
+ * s->tok_pos[t]. The logits of rows out_rows[0..n_out) are written to out
+ * (n_vocab each). */
+static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, const int32_t *out_rows, int32_t n_out,
+                    float *out) {
     const gemma4_model *m = s->m;
     const int64_t d = m->n_embd;
 
@@ -780,10 +857,9 @@ static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, int
         dump("l_out", il, s->x, n_tok, d);
     }
 
-    if (!out || first_out >= n_tok) return;
+    if (!n_out) return;
     /* §4.8 output head on the rows asked for */
-    const int32_t n_out = n_tok - first_out;
-    rms_norm_rows(s->a, s->x + (int64_t)first_out * d, m->output_norm, n_out, d, m->rms_eps);
+    for (int32_t i = 0; i < n_out; i++) g4_rms_norm(s->a + i * d, s->x + (int64_t)out_rows[i] * d, m->output_norm, d, m->rms_eps);
     dump("result_norm", -1, s->a, n_out, d);
     matmul(s, &m->output, s->a, n_out, out);
     if (m->softcap != 0.0f) {
@@ -793,23 +869,67 @@ static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, int
     dump("result_output", -1, out, n_out, m->n_vocab);
 }
 
-int gemma4_eval(gemma4_session *s, const int32_t *tokens, int32_t n, float *logits, bool all_logits, char *err) {
+/* Scratch for the scores of a query at position up to max_pos. */
+static int fit_scores(gemma4_session *s, int32_t max_pos, char *err) {
+    const size_t need = (size_t)max_pos + 1;
+    if (need <= s->scores_per_thread) return 0;
+    const size_t per = need > 2 * s->scores_per_thread ? need : 2 * s->scores_per_thread;
+    float *g = realloc(s->scores, (size_t)g4_pool_size(s->pool) * per * sizeof *g);
+    if (!g) return fail(err, "%s: out of memory for attention scores", s->m->path);
+    s->scores = g;
+    s->scores_per_thread = per;
+    return 0;
+}
+
+/* gemma4_decode, plus the rows from first_out on among the outputs. */
+static int decode(gemma4_session *s, int32_t n, const int32_t *tokens, const int32_t *seq, const bool *want,
+                  int32_t first_out, float *logits, char *err) {
     const gemma4_model *m = s->m;
-    if (n < 0 || (int64_t)s->pos + n > s->n_ctx)
-        return fail(err, "%s: %d tokens do not fit: %d of %d context positions used", m->path, n, s->pos, s->n_ctx);
-    for (int32_t i = 0; i < n; i++)
+    const int32_t n_seq = g4_kv_n_seq(s->kv);
+    if (n < 0) return fail(err, "%s: negative token count %d", m->path, n);
+    memset(s->seq_n, 0, (size_t)n_seq * sizeof *s->seq_n);
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t sq = seq ? seq[i] : 0;
         if (tokens[i] < 0 || tokens[i] >= m->n_vocab)
             return fail(err, "%s: token id %d is outside the vocabulary (0..%d)", m->path, tokens[i], m->n_vocab - 1);
+        if (sq < 0 || sq >= n_seq) return fail(err, "%s: sequence id %d is outside 0..%d", m->path, sq, n_seq - 1);
+        s->seq_n[sq]++;
+    }
+    for (int32_t sq = 0; sq < n_seq; sq++)
+        if ((int64_t)g4_kv_len(s->kv, sq) + s->seq_n[sq] > g4_kv_n_ctx(s->kv))
+            return fail(err, "%s: %d tokens do not fit: %d of %d context positions used", m->path, s->seq_n[sq],
+                        g4_kv_len(s->kv, sq), g4_kv_n_ctx(s->kv));
+    float *out = logits;
     for (int32_t done = 0; done < n;) {
         const int32_t n_tok = n - done < s->n_ubatch ? n - done : s->n_ubatch;
-        const bool last = done + n_tok == n;
-        float *out = NULL;
-        int32_t first_out = n_tok;
-        if (logits && all_logits) out = logits + (size_t)done * (size_t)m->n_vocab, first_out = 0;
-        else if (logits && last) out = logits, first_out = n_tok - 1;
-        forward(s, tokens + done, n_tok, first_out, out);
-        s->pos += n_tok;
+        int32_t n_out = 0, max_pos = 0;
+        memset(s->seq_n, 0, (size_t)n_seq * sizeof *s->seq_n);
+        for (int32_t t = 0; t < n_tok; t++) {
+            const int32_t i = done + t, sq = seq ? seq[i] : 0;
+            s->tok_seq[t] = sq;
+            s->tok_pos[t] = g4_kv_len(s->kv, sq) + s->seq_n[sq]++;
+            if (s->tok_pos[t] > max_pos) max_pos = s->tok_pos[t];
+            if (logits && (i >= first_out || (want && want[i]))) s->out_rows[n_out++] = t;
+        }
+        int rc = fit_scores(s, max_pos, err);
+        for (int32_t sq = 0; sq < n_seq && !rc; sq++) rc = g4_kv_reserve(s->kv, sq, s->seq_n[sq], err);
+        if (rc) {
+            for (int32_t sq = 0; sq < n_seq; sq++) g4_kv_unreserve(s->kv, sq);
+            return -1;
+        }
+        forward(s, tokens + done, n_tok, s->out_rows, n_out, out);
+        for (int32_t t = 0; t < n_tok; t++) g4_kv_advance(s->kv, s->tok_seq[t], tokens + done + t, 1);
+        if (out) out += (size_t)n_out * (size_t)m->n_vocab;
         done += n_tok;
     }
     return 0;
+}
+
+int gemma4_decode(gemma4_session *s, int32_t n, const int32_t *tokens, const int32_t *seq, const bool *want,
+                  float *logits, char *err) {
+    return decode(s, n, tokens, seq, want, n, logits, err);
+}
+
+int gemma4_eval(gemma4_session *s, const int32_t *tokens, int32_t n, float *logits, bool all_logits, char *err) {
+    return decode(s, n, tokens, NULL, NULL, all_logits ? 0 : n - 1, logits, err);
 }

@@ -6,6 +6,9 @@
  *   gemma4_session *s = gemma4_session_new(m, &(gemma4_session_params){.n_ctx = 4096}, err);
  *   gemma4_eval(s, ids, n, logits, false, err);     // logits of the last position
  *   id = gemma4_sample(sampler, logits);
+ * A session holds one or more sequences in a paged KV cache (gemma4_decode
+ * and gemma4_seq_*): a server keeps one per request, forks a common prefix
+ * instead of recomputing it, and advances all of them in one batch.
  * Every function that can fail returns NULL or -1 and writes one line,
  * naming the file or object and what is wrong, to err (G4_ERR_LEN bytes).
  */
@@ -17,6 +20,8 @@
 #include <stdint.h>
 
 #include "gguf/gguf.h"          /* G4_ERR_LEN, gguf_file */
+#include "kernels/formats.h"    /* enum g4_type */
+#include "kvcache.h"            /* g4_kv_usage, G4_KV_SWA / G4_KV_FULL */
 #include "tokenizer/tokenizer.h" /* g4_vocab, g4_tokenize, ... */
 
 typedef struct gemma4_model gemma4_model;
@@ -56,21 +61,80 @@ void gemma4_model_info(const gemma4_model *m, gemma4_info *info);
 void gemma4_layer_info_get(const gemma4_model *m, int32_t il, gemma4_layer_info *info);
 
 typedef struct gemma4_session_params {
-    int32_t n_ctx;     /* positions the session can hold; 0 = min(model, 4096) */
+    int32_t n_ctx;     /* positions one sequence can hold; 0 = min(model, 4096). The
+                        * KV cache grows in pages as sequences do: nothing is
+                        * allocated for n_ctx up front */
     int32_t n_threads; /* 0 = number of cores */
-    int32_t n_ubatch;  /* tokens per forward call; 0 = all at once (prefill) */
+    int32_t n_ubatch;  /* tokens per forward call; 0 = 512 */
+    int32_t n_seq;     /* sequences the session holds, ids 0..n_seq-1; 0 = 1 */
+    enum g4_type type_k, type_v; /* KV element types: G4_TYPE_F32 (the zero
+                        * default: exact), G4_TYPE_F16 (half the memory; what
+                        * run/chat use) or G4_TYPE_Q8_0 */
+    int32_t page_size; /* positions per KV page; 0 = 32 */
+    uint64_t kv_max_bytes; /* cap on KV page memory of all sequences; 0 = none */
 } gemma4_session_params;
 
 gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_params *p, char *err);
 void gemma4_session_free(gemma4_session *s);
-int32_t gemma4_session_pos(const gemma4_session *s); /* tokens already in the cache */
 int32_t gemma4_session_n_ctx(const gemma4_session *s);
-void gemma4_session_truncate(gemma4_session *s, int32_t n_keep); /* drop positions >= n_keep */
+int32_t gemma4_session_n_seq(const gemma4_session *s);
 
-/* Feeds n tokens at the next positions. Writes n rows of n_vocab logits to
- * logits when all_logits, else only the last row (logits may be NULL to skip
- * the output head). Returns 0, or -1 with err set (context full, bad id). */
+/* Feeds tokens[i] to sequence seq[i] (seq NULL: all to sequence 0), each at
+ * the next position of its sequence, in one batched forward pass per
+ * n_ubatch tokens. Logits (n_vocab floats per row) are written, in token
+ * order, for the tokens with want[i] (want NULL: none). Returns 0, or -1 with
+ * err set; a bad id, sequence or length refuses the whole call, a full KV
+ * cache (kv_max_bytes) stops before the ubatch that did not fit, leaving the
+ * earlier ubatches in their sequences (see gemma4_seq_pos). */
+int gemma4_decode(gemma4_session *s, int32_t n, const int32_t *tokens, const int32_t *seq, const bool *want,
+                  float *logits, char *err);
+
+/* Sequence 0, for single-sequence users: feeds n tokens at its next
+ * positions. Writes n rows of n_vocab logits to logits when all_logits, else
+ * only the last row (logits may be NULL to skip the output head). */
 int gemma4_eval(gemma4_session *s, const int32_t *tokens, int32_t n, float *logits, bool all_logits, char *err);
+int32_t gemma4_session_pos(const gemma4_session *s);                  /* = gemma4_seq_pos(s, 0) */
+int32_t gemma4_session_truncate(gemma4_session *s, int32_t n_keep);   /* = gemma4_seq_truncate(s, 0, n_keep) */
+
+/* Sequences. An id out of range makes these return -1 (and do nothing). */
+int32_t gemma4_seq_pos(const gemma4_session *s, int32_t seq);         /* tokens in the cache */
+const int32_t *gemma4_seq_tokens(const gemma4_session *s, int32_t seq); /* those tokens; NULL for a bad id */
+/* How many of tokens[0..n) the sequence already starts with: for prefix
+ * reuse, truncate to it and feed only the rest. */
+int32_t gemma4_seq_common_prefix(const gemma4_session *s, int32_t seq, const int32_t *tokens, int32_t n);
+/* Drops positions >= n_keep and returns the length kept. That is n_keep
+ * unless the sliding-window pages before n_keep were recycled (they are
+ * kept for the window plus one page), in which case it is the latest
+ * checkpoint at or below n_keep, else 0: the caller feeds the tokens again
+ * from there. Global-layer pages are never lost. */
+int32_t gemma4_seq_truncate(gemma4_session *s, int32_t seq, int32_t n_keep);
+/* Empties seq, returning its pages to the pool. */
+int gemma4_seq_remove(gemma4_session *s, int32_t seq);
+/* dst (emptied first) becomes a copy of src that shares src's pages until
+ * either writes into a shared one (copy on write). 0, or -1 with err set. */
+int gemma4_seq_fork(gemma4_session *s, int32_t src, int32_t dst, char *err);
+/* Keeps the sliding-window pages at seq's current length, so a later
+ * truncate to any length from here on never goes back further than this
+ * (e.g. call it at the end of each prompt: a chat turn that rewrites the
+ * previous answer resumes here). A sequence keeps its last
+ * G4_KV_CHECKPOINTS; each costs up to a window of sliding-layer rows. */
+int gemma4_seq_checkpoint(gemma4_session *s, int32_t seq);
+
+/* KV pages in use and held, for monitoring (g4_kv_usage: see kvcache.h). */
+void gemma4_kv_usage(const gemma4_session *s, g4_kv_usage *u);
+
+/* The KV memory a session with params p would use for one sequence of n_pos
+ * positions (after a decode step: the sliding layers hold their window plus
+ * up to two pages), and the bytes one position takes in the sliding and the
+ * full layers. 0, or -1 with err set (a type the model's head dims do not fit). */
+typedef struct gemma4_kv_plan {
+    uint64_t bytes_per_token[G4_KV_KINDS]; /* [G4_KV_SWA], [G4_KV_FULL] */
+    uint64_t page_bytes[G4_KV_KINDS];
+    int32_t page_size, n_swa;
+    uint64_t seq_bytes; /* for n_pos positions */
+} gemma4_kv_plan;
+int gemma4_kv_plan_get(const gemma4_model *m, const gemma4_session_params *p, int64_t n_pos, gemma4_kv_plan *plan,
+                       char *err);
 
 /* Sampling. Defaults come from the model's general.sampling.* keys when
  * present, else Gemma 4's recommendation: temperature 1.0, top_k 64,

@@ -8,21 +8,39 @@
 #include "tools/commands.h"
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: gemma4 info -m FILE [-c CTX]\n"
+    fprintf(out, "usage: gemma4 info -m FILE [-c CTX] [-ctk TYPE] [-ctv TYPE]\n"
                  "  -m FILE   model (GGUF)\n"
-                 "  -c CTX    context positions to size the KV cache for (default: the model's)\n");
+                 "  -c CTX    context positions to size the KV cache for (default: the model's)\n"
+                 "  -ctk TYPE KV cache type of K: f32, f16, q8_0 (default: f16, as run and chat)\n"
+                 "  -ctv TYPE KV cache type of V (default: f16)\n");
 }
 
 static double gib(uint64_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
+/* llama.cpp's cache for one sequence (llama-kv-cache-iswa.cpp, default
+ * n_ubatch 512): full layers get n_ctx cells, sliding layers window +
+ * n_ubatch, both padded to 256. */
+static uint64_t llama_cpp_bytes(const gemma4_kv_plan *p, int64_t n_ctx) {
+    const int64_t pad = 256, full = (n_ctx + pad - 1) / pad * pad;
+    int64_t swa = p->n_swa + 512 < n_ctx ? p->n_swa + 512 : n_ctx;
+    swa = (swa + pad - 1) / pad * pad;
+    return (uint64_t)full * p->bytes_per_token[G4_KV_FULL] + (uint64_t)swa * p->bytes_per_token[G4_KV_SWA];
+}
+
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     int32_t n_ctx = 0;
+    gemma4_session_params sp = {.type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout), 0;
         if (i + 1 >= argc) return fprintf(stderr, "gemma4 info: %s needs a value\n", argv[i]), 2;
         if (!strcmp(argv[i], "-m")) model = argv[++i];
         else if (!strcmp(argv[i], "-c")) { if (cli_int(argv[++i], 1, INT32_MAX, &n_ctx, "-c")) return 2; }
+        else if (!strcmp(argv[i], "-ctk") || !strcmp(argv[i], "-ctv")) {
+            const char *name = argv[i], *v = argv[++i];
+            if (g4_kv_type_from_name(v, name[3] == 'k' ? &sp.type_k : &sp.type_v))
+                return fprintf(stderr, "gemma4: bad value for %s: '%s' (f32, f16, q8_0)\n", name, v), 2;
+        }
         else return fprintf(stderr, "gemma4 info: unknown option '%s'\n", argv[i]), usage(stderr), 2;
     }
     if (!model) return usage(stderr), 2;
@@ -50,10 +68,17 @@ int cmd_info(int argc, char **argv) {
         printf("%5d %-5s %8d %8d %5d %9g  %-7s  %-5s %-12s %.4f\n", l, li.swa ? "swa" : "full", li.head_dim,
                li.n_head_kv, li.n_rot, li.rope_base, kv, li.has_v ? "own" : "=K", ffn, li.out_scale);
     }
-    const uint64_t kv = in.kv_bytes_per_token * (uint64_t)n_ctx;
+    gemma4_kv_plan kp;
+    if (gemma4_kv_plan_get(m, &sp, n_ctx, &kp, err)) return fprintf(stderr, "%s\n", err), gemma4_model_free(m), 1;
+    const uint64_t kv = kp.seq_bytes, llama = llama_cpp_bytes(&kp, n_ctx);
     printf("\nweights      %.3f GiB (mapped from the file)\n", gib(in.weight_bytes));
-    printf("KV cache     %llu bytes/token (f32), %.3f GiB at -c %d\n", (unsigned long long)in.kv_bytes_per_token,
-           gib(kv), n_ctx);
+    printf("KV cache     %s K, %s V; pages of %d positions: %llu bytes sliding, %llu bytes global\n",
+           g4_type_name(sp.type_k), g4_type_name(sp.type_v), kp.page_size,
+           (unsigned long long)kp.page_bytes[G4_KV_SWA], (unsigned long long)kp.page_bytes[G4_KV_FULL]);
+    printf("  per token  %llu bytes in the global layers (every position), %llu in the sliding layers\n"
+           "             (the window of %d and up to two pages are held)\n",
+           (unsigned long long)kp.bytes_per_token[G4_KV_FULL], (unsigned long long)kp.bytes_per_token[G4_KV_SWA], kp.n_swa);
+    printf("  at -c %-5d %.3f GiB per sequence (llama.cpp allocates %.3f GiB)\n", n_ctx, gib(kv), gib(llama));
     printf("total        %.3f GiB + activations\n", gib(in.weight_bytes + kv));
     gemma4_model_free(m);
     return 0;

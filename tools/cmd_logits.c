@@ -16,7 +16,9 @@ static void usage(FILE *out) {
             "  --text TEXT     tokenize TEXT first (BOS added, special tokens parsed)\n"
             "  -o OUT          output file, '-' for stdout\n"
             "  --ubatch N      tokens per forward call; 1 = the decode path (default: all at once)\n"
-            "  -t N            threads (default: number of cores)\n");
+            "  -t N            threads (default: number of cores)\n"
+            "  -ctk TYPE       KV cache type of K: f32, f16, q8_0 (default: f32, the fixtures' setting)\n"
+            "  -ctv TYPE       KV cache type of V (default: f32)\n");
 }
 
 /* Parses "1,2,3" into a malloc'd array. */
@@ -44,6 +46,7 @@ static int64_t parse_ids(const char *list, int32_t **ids) {
 int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *tokens = NULL, *text = NULL, *out_path = NULL;
     int32_t ubatch = 0, threads = 0;
+    enum g4_type type_k = G4_TYPE_F32, type_v = G4_TYPE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
@@ -56,6 +59,10 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "-o")) out_path = v;
         else if (!strcmp(a, "--ubatch")) { if (cli_int(v, 1, 1 << 20, &ubatch, "--ubatch")) return 2; }
         else if (!strcmp(a, "-t")) { if (cli_int(v, 1, 1024, &threads, "-t")) return 2; }
+        else if (!strcmp(a, "-ctk") || !strcmp(a, "-ctv")) {
+            if (g4_kv_type_from_name(v, a[3] == 'k' ? &type_k : &type_v))
+                return fprintf(stderr, "gemma4: bad value for %s: '%s' (f32, f16, q8_0)\n", a, v), 2;
+        }
         else return fprintf(stderr, "gemma4 logits: unknown option '%s'\n", a), usage(stderr), 2;
     }
     if (!model || !out_path || !tokens == !text)
@@ -74,7 +81,7 @@ int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "gemma4 logits: %s\n", tokens ? "--tokens must be a comma-separated list of ids" : n < 0 ? err : "no tokens");
         goto done;
     }
-    gemma4_session_params sp = {.n_ctx = (int32_t)n, .n_threads = threads, .n_ubatch = ubatch};
+    gemma4_session_params sp = {.n_ctx = (int32_t)n, .n_threads = threads, .n_ubatch = ubatch, .type_k = type_k, .type_v = type_v};
     s = gemma4_session_new(m, &sp, err);
     logits = malloc((size_t)n * (size_t)gemma4_n_vocab(m) * sizeof *logits);
     if (!s || !logits) {

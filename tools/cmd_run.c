@@ -35,6 +35,7 @@ static double now_s(void) {
 typedef struct opts {
     const char *model, *prompt, *prompt_file, *system;
     int32_t n_predict, n_ctx, n_threads;
+    enum g4_type type_k, type_v;
     bool ignore_eos, raw, special, think, show_thinking;
     /* sampling overrides; the rest comes from the model */
     float temp, top_p, min_p;
@@ -48,6 +49,8 @@ static void usage_common(FILE *out) {
             "  -m FILE          model (GGUF)\n"
             "  -c N             context size in tokens (default: min(model context, 4096))\n"
             "  -t N             threads (default: number of cores)\n"
+            "  -ctk TYPE        KV cache type of K: f32, f16, q8_0 (default: f16)\n"
+            "  -ctv TYPE        KV cache type of V (default: f16)\n"
             "  --temp T         temperature; 0 = greedy (default: model's general.sampling.temp, else 1.0)\n"
             "  --top-k K        keep the K most likely tokens; 0 = off (default: model's, else 64)\n"
             "  --top-p P        keep the smallest set reaching probability P; 1 = off (default: model's, else 0.95)\n"
@@ -95,7 +98,7 @@ static int parse_option(const char *cmd, int argc, char **argv, int *i, opts *o)
             *flag_dst[k] = strcmp(a, "--no-think") != 0;
             return 1;
         }
-    static const char *const with_value[] = {"-m", "-p", "-f", "--system", "-n", "-c", "-t",
+    static const char *const with_value[] = {"-m", "-p", "-f", "--system", "-n", "-c", "-t", "-ctk", "-ctv",
                                              "--temp", "--top-k", "--top-p", "--min-p", "--seed"};
     size_t k = 0;
     while (k < sizeof with_value / sizeof with_value[0] && strcmp(a, with_value[k])) k++;
@@ -110,6 +113,10 @@ static int parse_option(const char *cmd, int argc, char **argv, int *i, opts *o)
     else if (!strcmp(a, "-n")) bad = cli_int(v, -1, INT32_MAX, &o->n_predict, a);
     else if (!strcmp(a, "-c")) bad = cli_int(v, 1, INT32_MAX, &o->n_ctx, a);
     else if (!strcmp(a, "-t")) bad = cli_int(v, 1, 1024, &o->n_threads, a);
+    else if (!strcmp(a, "-ctk") || !strcmp(a, "-ctv")) {
+        bad = g4_kv_type_from_name(v, a[3] == 'k' ? &o->type_k : &o->type_v);
+        if (bad) fprintf(stderr, "gemma4: bad value for %s: '%s' (f32, f16, q8_0)\n", a, v);
+    }
     else if (!strcmp(a, "--temp")) bad = cli_float(v, 0, 1e6, &o->temp, a), o->has_temp = true;
     else if (!strcmp(a, "--top-k")) bad = cli_int(v, 0, INT32_MAX, &o->top_k, a), o->has_top_k = true;
     else if (!strcmp(a, "--top-p")) bad = cli_float(v, 0, 1, &o->top_p, a), o->has_top_p = true;
@@ -152,7 +159,6 @@ typedef struct engine {
     gemma4_sampler *smp;
     int32_t n_vocab;
     float *logits;           /* of the last position fed */
-    int32_t *cached;         /* the tokens in the KV cache, in order */
     int32_t *eog;            /* every end-of-generation id, masked by --ignore-eos */
     int32_t n_eog;
     bool ignore_eos;
@@ -165,7 +171,6 @@ static void engine_close(engine *e) {
     gemma4_session_free(e->s);
     gemma4_model_free(e->m);
     free(e->logits);
-    free(e->cached);
     free(e->eog);
 }
 
@@ -177,7 +182,7 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
     if (!(e->m = gemma4_load(o->model, err))) return fprintf(stderr, "%s\n", err), -1;
     e->v = gemma4_model_vocab(e->m);
     e->n_vocab = gemma4_n_vocab(e->m);
-    gemma4_session_params sp = {.n_ctx = o->n_ctx, .n_threads = o->n_threads};
+    gemma4_session_params sp = {.n_ctx = o->n_ctx, .n_threads = o->n_threads, .type_k = o->type_k, .type_v = o->type_v};
     if (!(e->s = gemma4_session_new(e->m, &sp, err))) return fprintf(stderr, "%s\n", err), -1;
 
     gemma4_sampling p = gemma4_sampling_defaults(e->m);
@@ -190,9 +195,8 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
         return fprintf(stderr, "gemma4 %s: invalid sampling settings\n", cmd), -1;
 
     e->logits = malloc((size_t)e->n_vocab * sizeof *e->logits);
-    e->cached = malloc((size_t)gemma4_session_n_ctx(e->s) * sizeof *e->cached);
     e->eog = malloc((size_t)e->n_vocab * sizeof *e->eog);
-    if (!e->logits || !e->cached || !e->eog) return fprintf(stderr, "gemma4 %s: out of memory\n", cmd), -1;
+    if (!e->logits || !e->eog) return fprintf(stderr, "gemma4 %s: out of memory\n", cmd), -1;
     for (int32_t id = 0; id < e->n_vocab; id++)
         if (g4_vocab_is_eog(e->v, id)) e->eog[e->n_eog++] = id;
     e->ignore_eos = o->ignore_eos;
@@ -203,27 +207,28 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
 }
 
 /* Makes the cache hold exactly ids[0..n): keeps the common prefix with what
- * is cached, processes the rest (at least the last token, whose logits are
- * needed) in chunks, with progress for long prompts. */
+ * is cached (or the checkpoint below it, when the sliding window there is
+ * gone), processes the rest (at least the last token, whose logits are
+ * needed) in chunks, with progress for long prompts, and checkpoints the
+ * end of the prompt: the next chat turn, which drops this answer's
+ * thoughts, resumes from there. */
 static int feed_prompt(engine *e, const int32_t *ids, int32_t n, char *err) {
     if (n > gemma4_session_n_ctx(e->s)) {
         snprintf(err, G4_ERR_LEN, "prompt of %d tokens does not fit the context of %d (use -c)", n,
                  gemma4_session_n_ctx(e->s));
         return -1;
     }
-    int32_t keep = 0, have = gemma4_session_pos(e->s);
-    while (keep < have && keep < n - 1 && e->cached[keep] == ids[keep]) keep++;
-    gemma4_session_truncate(e->s, keep);
+    const int32_t keep = gemma4_session_truncate(e->s, gemma4_seq_common_prefix(e->s, 0, ids, n - 1));
     double t0 = now_s();
     bool progress = n - keep > PROMPT_CHUNK;
     for (int32_t done = keep; done < n;) {
         int32_t step = n - done < PROMPT_CHUNK ? n - done : PROMPT_CHUNK;
         if (gemma4_eval(e->s, ids + done, step, done + step == n ? e->logits : NULL, false, err)) return -1;
-        memcpy(e->cached + done, ids + done, (size_t)step * sizeof *ids);
         done += step;
         if (progress) fprintf(stderr, "\rprompt: %d/%d tokens (%.1f t/s)", done - keep, n - keep, (done - keep) / (now_s() - t0));
     }
     if (progress) fputc('\n', stderr);
+    gemma4_seq_checkpoint(e->s, 0);
     e->n_prompt += n - keep;
     e->t_prompt += now_s() - t0;
     return 0;
@@ -306,7 +311,6 @@ static int64_t generate(engine *e, int64_t max_new, stream *st, char *err) {
             break;
         }
         if (gemma4_eval(e->s, &id, 1, e->logits, false, err)) return -1;
-        e->cached[pos] = id;
     }
     stream_end(st);
     e->n_gen += n;
@@ -344,7 +348,7 @@ static char *read_file(const char *path) {
 }
 
 int cmd_run(int argc, char **argv) {
-    opts o = {.n_predict = 256};
+    opts o = {.n_predict = 256, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
     int rc = parse_args("run", argc, argv, &o, usage_run, run_only);
     if (rc) return rc < 0 ? 0 : rc;
     if (!o.prompt == !o.prompt_file)
@@ -448,7 +452,7 @@ static int chat_turn(engine *e, history *h, const opts *o, stream *st, char *err
 }
 
 int cmd_chat(int argc, char **argv) {
-    opts o = {.n_predict = -1};
+    opts o = {.n_predict = -1, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
     int rc = parse_args("chat", argc, argv, &o, usage_chat, chat_only);
     if (rc) return rc < 0 ? 0 : rc;
 

@@ -1,0 +1,471 @@
+/* The paged KV cache (see kvcache.h). Pages are numbered by their index in
+ * the pool; a sequence's table maps page number pos / page_size to a pool
+ * index, or -1 where it has no page (never written, or recycled). */
+#include "kvcache.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf/gguf.h" /* G4_ERR_LEN */
+
+#define REGION_ALIGN 64 /* each layer's K or V rows in a page start on a cache line */
+
+typedef struct page_table {
+    int32_t *page; /* page number -> pool index or -1 */
+    int32_t n, cap;
+} page_table;
+
+typedef struct sequence {
+    int32_t len;
+    int32_t *tokens;
+    int32_t tokens_cap;
+    page_table t[G4_KV_KINDS];
+    int32_t ckpt[G4_KV_CHECKPOINTS]; /* lengths, oldest first */
+    int32_t n_ckpt;
+    int32_t swa_scan; /* sliding pages below this number are recycled or pinned */
+} sequence;
+
+struct g4_kv_cache {
+    int32_t n_layer, n_swa, page_size, n_seq, n_ctx;
+    enum g4_type type_k, type_v;
+    /* per layer: page kind, byte offsets of its K and V regions, row bytes */
+    int8_t *kind;
+    size_t *k_off, *v_off, *k_row, *v_row;
+    int32_t *width;
+    uint64_t page_bytes[G4_KV_KINDS];
+    uint64_t max_bytes;
+    /* the pool: page memory, owner count, kind; free lists per kind of pages
+     * that still have memory, and slots whose memory went back to the OS */
+    char **mem;
+    int32_t *ref;
+    int8_t *page_kind;
+    int32_t n_pages, cap_pages;
+    int32_t *free_list[G4_KV_KINDS], n_free[G4_KV_KINDS];
+    int32_t *dead, n_dead;
+    int32_t pages_allocated[G4_KV_KINDS], pages_used[G4_KV_KINDS];
+    sequence *seq;
+};
+
+static int fail(char *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, G4_ERR_LEN, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* f16 -> f32 by table: the conversion is the hot loop of an f16 cache */
+static float fp16_table[1 << 16];
+static pthread_once_t fp16_once = PTHREAD_ONCE_INIT;
+static void fp16_table_init(void) {
+    for (uint32_t h = 0; h < 1u << 16; h++) fp16_table[h] = g4_fp16_to_fp32((g4_fp16)h);
+}
+
+static size_t align_up(size_t n) { return (n + REGION_ALIGN - 1) / REGION_ALIGN * REGION_ALIGN; }
+
+bool g4_kv_type_supported(enum g4_type type) {
+    return type == G4_TYPE_F32 || type == G4_TYPE_F16 || type == G4_TYPE_Q8_0;
+}
+
+int g4_kv_type_from_name(const char *name, enum g4_type *type) {
+    const enum g4_type types[] = {G4_TYPE_F32, G4_TYPE_F16, G4_TYPE_Q8_0};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(name, g4_type_name(types[i]))) return *type = types[i], 0;
+    return -1;
+}
+
+g4_kv_cache *g4_kv_new(const g4_kv_params *p, char *err) {
+    const enum g4_type types[] = {p->type_k, p->type_v};
+    for (int i = 0; i < 2; i++)
+        if (!g4_kv_type_supported(types[i]))
+            return fail(err, "KV cache: type %s is not supported (f32, f16, q8_0)", g4_type_name(types[i])), NULL;
+    if (p->page_size < 1 || p->n_seq < 1 || p->n_ctx < 1 || p->n_swa < 1 || p->n_layer < 1)
+        return fail(err, "KV cache: page size, sequences, context and window must be positive"), NULL;
+    for (int32_t l = 0; l < p->n_layer; l++)
+        for (int i = 0; i < 2; i++)
+            if (p->width[l] % g4_type_info(types[i])->blck_size)
+                return fail(err, "KV cache: layer %d rows of %d values do not fit %s blocks", l, p->width[l],
+                            g4_type_name(types[i])), NULL;
+    pthread_once(&fp16_once, fp16_table_init);
+    g4_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) return fail(err, "KV cache: out of memory"), NULL;
+    *kv = (g4_kv_cache){.n_layer = p->n_layer, .n_swa = p->n_swa, .page_size = p->page_size, .n_seq = p->n_seq,
+                        .n_ctx = p->n_ctx, .type_k = p->type_k, .type_v = p->type_v, .max_bytes = p->max_bytes};
+    const size_t L = (size_t)p->n_layer;
+    kv->kind = malloc(L);
+    kv->k_off = malloc(L * sizeof *kv->k_off);
+    kv->v_off = malloc(L * sizeof *kv->v_off);
+    kv->k_row = malloc(L * sizeof *kv->k_row);
+    kv->v_row = malloc(L * sizeof *kv->v_row);
+    kv->width = malloc(L * sizeof *kv->width);
+    kv->seq = calloc((size_t)p->n_seq, sizeof *kv->seq);
+    if (!kv->kind || !kv->k_off || !kv->v_off || !kv->k_row || !kv->v_row || !kv->width || !kv->seq) {
+        g4_kv_free(kv);
+        return fail(err, "KV cache: out of memory"), NULL;
+    }
+    for (int32_t l = 0; l < p->n_layer; l++) {
+        const int k = p->swa[l] ? G4_KV_SWA : G4_KV_FULL;
+        kv->kind[l] = (int8_t)k;
+        kv->width[l] = p->width[l];
+        kv->k_row[l] = g4_row_size(p->type_k, p->width[l]);
+        kv->v_row[l] = g4_row_size(p->type_v, p->width[l]);
+        kv->k_off[l] = kv->page_bytes[k];
+        kv->page_bytes[k] += align_up((size_t)p->page_size * kv->k_row[l]);
+        kv->v_off[l] = kv->page_bytes[k];
+        kv->page_bytes[k] += align_up((size_t)p->page_size * kv->v_row[l]);
+    }
+    return kv;
+}
+
+void g4_kv_free(g4_kv_cache *kv) {
+    if (!kv) return;
+    for (int32_t i = 0; i < kv->n_pages; i++) free(kv->mem[i]);
+    for (int32_t s = 0; kv->seq && s < kv->n_seq; s++) {
+        free(kv->seq[s].tokens);
+        for (int k = 0; k < G4_KV_KINDS; k++) free(kv->seq[s].t[k].page);
+    }
+    for (int k = 0; k < G4_KV_KINDS; k++) free(kv->free_list[k]);
+    free(kv->dead);
+    free(kv->mem);
+    free(kv->ref);
+    free(kv->page_kind);
+    free(kv->seq);
+    free(kv->kind);
+    free(kv->k_off);
+    free(kv->v_off);
+    free(kv->k_row);
+    free(kv->v_row);
+    free(kv->width);
+    free(kv);
+}
+
+/* ---------------------------------------------------------------- geometry */
+
+uint64_t g4_kv_bytes_per_token(const g4_kv_cache *kv, int kind) {
+    uint64_t b = 0;
+    for (int32_t l = 0; l < kv->n_layer; l++)
+        if (kv->kind[l] == kind) b += kv->k_row[l] + kv->v_row[l];
+    return b;
+}
+
+/* Sliding pages are recycled once their last position is below this: the
+ * window of the next token, less one page of slack. */
+static int64_t swa_keep_from(const g4_kv_cache *kv, int64_t len) {
+    return len - kv->n_swa + 1 - kv->page_size;
+}
+
+static int64_t pages_for(const g4_kv_cache *kv, int64_t n_pos) { return (n_pos + kv->page_size - 1) / kv->page_size; }
+
+uint64_t g4_kv_seq_bytes(const g4_kv_cache *kv, int64_t n_pos) {
+    const int64_t P = kv->page_size, from = swa_keep_from(kv, n_pos);
+    /* sliding pages from the one holding position max(from, 0) up to the last written */
+    const int64_t first_swa = from > 0 ? from / P : 0;
+    const int64_t n_swa_pages = pages_for(kv, n_pos) - first_swa;
+    return (uint64_t)pages_for(kv, n_pos) * kv->page_bytes[G4_KV_FULL] + (uint64_t)n_swa_pages * kv->page_bytes[G4_KV_SWA];
+}
+
+void g4_kv_usage_get(const g4_kv_cache *kv, g4_kv_usage *u) {
+    *u = (g4_kv_usage){.max_bytes = kv->max_bytes};
+    for (int k = 0; k < G4_KV_KINDS; k++) {
+        u->pages_used[k] = kv->pages_used[k];
+        u->pages_allocated[k] = kv->pages_allocated[k];
+        u->page_bytes[k] = kv->page_bytes[k];
+        u->bytes_used += (uint64_t)kv->pages_used[k] * kv->page_bytes[k];
+        u->bytes_allocated += (uint64_t)kv->pages_allocated[k] * kv->page_bytes[k];
+    }
+}
+
+int32_t g4_kv_len(const g4_kv_cache *kv, int32_t seq) { return kv->seq[seq].len; }
+const int32_t *g4_kv_tokens(const g4_kv_cache *kv, int32_t seq) { return kv->seq[seq].tokens; }
+int32_t g4_kv_n_ctx(const g4_kv_cache *kv) { return kv->n_ctx; }
+int32_t g4_kv_n_seq(const g4_kv_cache *kv) { return kv->n_seq; }
+
+/* ---------------------------------------------------------------- the pool */
+
+static bool grow(void **arr, int32_t *cap, int32_t need, size_t elem) {
+    if (need <= *cap) return true;
+    int32_t c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    void *g = realloc(*arr, (size_t)c * elem);
+    if (!g) return false;
+    *arr = g;
+    *cap = c;
+    return true;
+}
+
+/* Gives the memory of the free pages of a kind back to the OS. */
+static void drop_free_pages(g4_kv_cache *kv, int kind) {
+    while (kv->n_free[kind]) {
+        const int32_t i = kv->free_list[kind][--kv->n_free[kind]];
+        free(kv->mem[i]);
+        kv->mem[i] = NULL;
+        kv->dead[kv->n_dead++] = i;
+        kv->pages_allocated[kind]--;
+    }
+}
+
+static uint64_t bytes_allocated(const g4_kv_cache *kv) {
+    g4_kv_usage u;
+    g4_kv_usage_get(kv, &u);
+    return u.bytes_allocated;
+}
+
+/* Room for n page slots in every per-page array (any slot's index may sit on
+ * a free list or the dead list). */
+static bool pool_fit(g4_kv_cache *kv, int32_t n) {
+    if (n <= kv->cap_pages) return true;
+    const int32_t cap = kv->cap_pages ? 2 * kv->cap_pages : 64;
+    void **arrays[] = {(void **)&kv->mem, (void **)&kv->ref, (void **)&kv->page_kind, (void **)&kv->free_list[0],
+                       (void **)&kv->free_list[1], (void **)&kv->dead};
+    const size_t elem[] = {sizeof *kv->mem, sizeof *kv->ref, sizeof *kv->page_kind, sizeof(int32_t), sizeof(int32_t),
+                           sizeof *kv->dead};
+    for (size_t a = 0; a < sizeof arrays / sizeof arrays[0]; a++) {
+        void *g = realloc(*arrays[a], (size_t)cap * elem[a]);
+        if (!g) return false;
+        *arrays[a] = g;
+    }
+    kv->cap_pages = cap;
+    return true;
+}
+
+enum { PAGE_CAP = -1, PAGE_OOM = -2 };
+
+/* A page of a kind with one owner, or PAGE_CAP / PAGE_OOM. */
+static int32_t page_new(g4_kv_cache *kv, int kind) {
+    int32_t i;
+    if (kv->n_free[kind]) {
+        i = kv->free_list[kind][--kv->n_free[kind]];
+    } else {
+        const uint64_t pb = kv->page_bytes[kind];
+        if (kv->max_bytes && bytes_allocated(kv) + pb > kv->max_bytes) drop_free_pages(kv, !kind);
+        if (kv->max_bytes && bytes_allocated(kv) + pb > kv->max_bytes) return PAGE_CAP;
+        char *mem = pool_fit(kv, kv->n_pages + 1) ? malloc(pb) : NULL;
+        if (!mem) return PAGE_OOM;
+        i = kv->n_dead ? kv->dead[--kv->n_dead] : kv->n_pages++;
+        kv->mem[i] = mem;
+        kv->page_kind[i] = (int8_t)kind;
+        kv->pages_allocated[kind]++;
+    }
+    kv->ref[i] = 1;
+    kv->pages_used[kind]++;
+    return i;
+}
+
+static void page_unref(g4_kv_cache *kv, int32_t i) {
+    if (--kv->ref[i]) return;
+    const int kind = kv->page_kind[i];
+    kv->free_list[kind][kv->n_free[kind]++] = i;
+    kv->pages_used[kind]--;
+}
+
+/* ---------------------------------------------------------------- page tables */
+
+static bool table_fit(page_table *t, int32_t n) {
+    if (!grow((void **)&t->page, &t->cap, n, sizeof *t->page)) return false;
+    while (t->n < n) t->page[t->n++] = -1;
+    return true;
+}
+
+/* Releases the pages numbered >= from. */
+static void table_cut(g4_kv_cache *kv, page_table *t, int32_t from) {
+    for (int32_t pn = from; pn < t->n; pn++)
+        if (t->page[pn] >= 0) page_unref(kv, t->page[pn]);
+    if (from < t->n) t->n = from;
+}
+
+static bool kind_used(const g4_kv_cache *kv, int kind) { return kv->page_bytes[kind] > 0; }
+
+/* Whether the sliding page pn must stay: in the live window or pinned. */
+static bool swa_page_needed(const g4_kv_cache *kv, const sequence *s, int64_t pn) {
+    const int64_t P = kv->page_size, last = (pn + 1) * P - 1;
+    if (last >= swa_keep_from(kv, s->len)) return true;
+    for (int32_t c = 0; c < s->n_ckpt; c++)
+        if (last >= s->ckpt[c] - kv->n_swa + 1 && pn * P <= s->ckpt[c] - 1) return true;
+    return false;
+}
+
+static void recycle(g4_kv_cache *kv, sequence *s) {
+    page_table *t = &s->t[G4_KV_SWA];
+    const int64_t from = swa_keep_from(kv, s->len);
+    const int32_t end = from > 0 ? (int32_t)(from / kv->page_size) : 0; /* first page that may be live */
+    for (int32_t pn = s->swa_scan; pn < end && pn < t->n; pn++)
+        if (t->page[pn] >= 0 && !swa_page_needed(kv, s, pn)) page_unref(kv, t->page[pn]), t->page[pn] = -1;
+    if (end > s->swa_scan) s->swa_scan = end;
+}
+
+/* A private copy of a shared page (or PAGE_CAP / PAGE_OOM). */
+static int32_t page_own(g4_kv_cache *kv, int32_t i) {
+    if (kv->ref[i] == 1) return i;
+    const int32_t c = page_new(kv, kv->page_kind[i]);
+    if (c < 0) return c;
+    memcpy(kv->mem[c], kv->mem[i], kv->page_bytes[kv->page_kind[i]]);
+    page_unref(kv, i);
+    return c;
+}
+
+int g4_kv_reserve(g4_kv_cache *kv, int32_t seq, int32_t n, char *err) {
+    sequence *s = &kv->seq[seq];
+    const int32_t P = kv->page_size;
+    int32_t i = PAGE_OOM;
+    if (n <= 0) return 0;
+    if (!grow((void **)&s->tokens, &s->tokens_cap, s->len + n, sizeof *s->tokens)) goto fail;
+    for (int k = 0; k < G4_KV_KINDS; k++) {
+        if (!kind_used(kv, k)) continue;
+        page_table *t = &s->t[k];
+        const int32_t first = s->len / P, end = (int32_t)pages_for(kv, (int64_t)s->len + n);
+        if (!table_fit(t, end)) goto fail;
+        for (int32_t pn = first; pn < end; pn++) {
+            i = t->page[pn] >= 0 ? page_own(kv, t->page[pn]) : page_new(kv, k);
+            if (i < 0) goto fail;
+            t->page[pn] = i;
+        }
+    }
+    return 0;
+fail:
+    g4_kv_unreserve(kv, seq);
+    if (i == PAGE_CAP)
+        return fail(err, "KV cache full: %llu bytes of pages, limit %llu", (unsigned long long)bytes_allocated(kv),
+                    (unsigned long long)kv->max_bytes);
+    return fail(err, "KV cache: out of memory");
+}
+
+void g4_kv_unreserve(g4_kv_cache *kv, int32_t seq) {
+    sequence *s = &kv->seq[seq];
+    for (int k = 0; k < G4_KV_KINDS; k++) table_cut(kv, &s->t[k], (int32_t)pages_for(kv, s->len));
+}
+
+static char *row(const g4_kv_cache *kv, int32_t seq, int32_t il, int32_t pos, bool v) {
+    const int32_t i = kv->seq[seq].t[kv->kind[il]].page[pos / kv->page_size];
+    const size_t r = (size_t)(pos % kv->page_size);
+    return kv->mem[i] + (v ? kv->v_off[il] + r * kv->v_row[il] : kv->k_off[il] + r * kv->k_row[il]);
+}
+
+void g4_kv_store(g4_kv_cache *kv, int32_t seq, int32_t il, int32_t pos, const float *k, const float *v) {
+    g4_quantize_row(kv->type_k, k, row(kv, seq, il, pos, false), kv->width[il]);
+    g4_quantize_row(kv->type_v, v, row(kv, seq, il, pos, true), kv->width[il]);
+}
+
+const void *g4_kv_rows(const g4_kv_cache *kv, int32_t seq, int32_t il, int32_t pos, bool v, int32_t *n_rows,
+                       size_t *stride) {
+    *n_rows = kv->page_size - pos % kv->page_size;
+    *stride = v ? kv->v_row[il] : kv->k_row[il];
+    return row(kv, seq, il, pos, v);
+}
+
+/* One loop per type, so that the type test stays out of the inner loop. */
+void g4_kv_dot_rows(enum g4_type type, const char *rows, size_t stride, size_t head_off, int32_t n, const float *q,
+                    int32_t hd, float *scores) {
+    rows += head_off;
+    for (int32_t r = 0; r < n; r++, rows += stride) {
+        float dot = 0.0f;
+        if (type == G4_TYPE_F32) {
+            const float *k = (const float *)rows;
+            for (int32_t i = 0; i < hd; i++) dot += q[i] * k[i];
+        } else if (type == G4_TYPE_F16) {
+            const g4_fp16 *k = (const g4_fp16 *)rows;
+            for (int32_t i = 0; i < hd; i++) dot += q[i] * fp16_table[k[i]];
+        } else {
+            const block_q8_0 *b = (const block_q8_0 *)rows;
+            for (int32_t i = 0; i < hd; i++) dot += q[i] * (b[i / G4_QK].qs[i % G4_QK] * fp16_table[b[i / G4_QK].d]);
+        }
+        scores[r] = dot;
+    }
+}
+
+void g4_kv_axpy_rows(enum g4_type type, const char *rows, size_t stride, size_t head_off, int32_t n, const float *w,
+                     int32_t hd, float *o) {
+    rows += head_off;
+    for (int32_t r = 0; r < n; r++, rows += stride) {
+        const float wr = w[r];
+        if (type == G4_TYPE_F32) {
+            const float *v = (const float *)rows;
+            for (int32_t i = 0; i < hd; i++) o[i] += wr * v[i];
+        } else if (type == G4_TYPE_F16) {
+            const g4_fp16 *v = (const g4_fp16 *)rows;
+            for (int32_t i = 0; i < hd; i++) o[i] += wr * fp16_table[v[i]];
+        } else {
+            const block_q8_0 *b = (const block_q8_0 *)rows;
+            for (int32_t i = 0; i < hd; i++) o[i] += wr * (b[i / G4_QK].qs[i % G4_QK] * fp16_table[b[i / G4_QK].d]);
+        }
+    }
+}
+
+void g4_kv_advance(g4_kv_cache *kv, int32_t seq, const int32_t *tokens, int32_t n) {
+    sequence *s = &kv->seq[seq];
+    memcpy(s->tokens + s->len, tokens, (size_t)n * sizeof *tokens);
+    s->len += n;
+    recycle(kv, s);
+}
+
+/* ---------------------------------------------------------------- sequences */
+
+int32_t g4_kv_common_prefix(const g4_kv_cache *kv, int32_t seq, const int32_t *tokens, int32_t n) {
+    const sequence *s = &kv->seq[seq];
+    int32_t k = 0;
+    while (k < n && k < s->len && s->tokens[k] == tokens[k]) k++;
+    return k;
+}
+
+/* Whether the sliding pages that the next token after position x-1 reads
+ * are all still there. */
+static bool can_resume_at(const g4_kv_cache *kv, const sequence *s, int32_t x) {
+    if (x == s->len || !kind_used(kv, G4_KV_SWA)) return true;
+    const int32_t lo = x - kv->n_swa + 1 > 0 ? x - kv->n_swa + 1 : 0;
+    const page_table *t = &s->t[G4_KV_SWA];
+    for (int32_t pn = lo / kv->page_size; pn * kv->page_size < x; pn++)
+        if (pn >= t->n || t->page[pn] < 0) return false;
+    return true;
+}
+
+int32_t g4_kv_truncate(g4_kv_cache *kv, int32_t seq, int32_t n_keep) {
+    sequence *s = &kv->seq[seq];
+    if (n_keep < 0) n_keep = 0;
+    if (n_keep >= s->len) return s->len;
+    int32_t x = 0;
+    if (can_resume_at(kv, s, n_keep)) x = n_keep;
+    else
+        for (int32_t c = s->n_ckpt - 1; c >= 0 && !x; c--)
+            if (s->ckpt[c] <= n_keep) x = s->ckpt[c];
+    int32_t kept = 0;
+    for (int32_t c = 0; c < s->n_ckpt; c++)
+        if (s->ckpt[c] <= x) s->ckpt[kept++] = s->ckpt[c];
+    s->n_ckpt = kept;
+    s->len = x;
+    for (int k = 0; k < G4_KV_KINDS; k++) table_cut(kv, &s->t[k], (int32_t)pages_for(kv, x));
+    s->swa_scan = 0; /* pages a dropped checkpoint pinned may be free now */
+    recycle(kv, s);
+    return x;
+}
+
+int g4_kv_fork(g4_kv_cache *kv, int32_t src, int32_t dst, char *err) {
+    if (src == dst) return 0;
+    g4_kv_truncate(kv, dst, 0);
+    sequence *a = &kv->seq[src], *b = &kv->seq[dst];
+    if (!grow((void **)&b->tokens, &b->tokens_cap, a->len, sizeof *b->tokens)) return fail(err, "KV cache: out of memory");
+    for (int k = 0; k < G4_KV_KINDS; k++)
+        if (!table_fit(&b->t[k], a->t[k].n)) return fail(err, "KV cache: out of memory");
+    for (int k = 0; k < G4_KV_KINDS; k++)
+        for (int32_t pn = 0; pn < a->t[k].n; pn++)
+            if ((b->t[k].page[pn] = a->t[k].page[pn]) >= 0) kv->ref[b->t[k].page[pn]]++;
+    memcpy(b->tokens, a->tokens, (size_t)a->len * sizeof *a->tokens);
+    b->len = a->len;
+    memcpy(b->ckpt, a->ckpt, sizeof a->ckpt);
+    b->n_ckpt = a->n_ckpt;
+    b->swa_scan = a->swa_scan;
+    return 0;
+}
+
+void g4_kv_checkpoint(g4_kv_cache *kv, int32_t seq) {
+    sequence *s = &kv->seq[seq];
+    if (s->len == 0 || (s->n_ckpt && s->ckpt[s->n_ckpt - 1] == s->len)) return;
+    if (s->n_ckpt == G4_KV_CHECKPOINTS) {
+        memmove(s->ckpt, s->ckpt + 1, (G4_KV_CHECKPOINTS - 1) * sizeof *s->ckpt);
+        s->n_ckpt--;
+        s->swa_scan = 0;
+    }
+    s->ckpt[s->n_ckpt++] = s->len;
+    recycle(kv, s);
+}
