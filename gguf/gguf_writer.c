@@ -70,7 +70,7 @@ static bool put(bytes *b, const void *src, size_t n) {
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->len, src, n);
+    if (n) memcpy(b->p + b->len, src, n); /* src may be NULL when n is 0 */
     b->len += n;
     return true;
 }
