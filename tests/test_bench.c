@@ -12,7 +12,7 @@
 #include "gguf/gguf_writer.h"
 #include "kernels/formats.h"
 #include "tests/harness.h"
-#include "tests/json_mini.h"
+#include "gguf/json.h"
 #include "tools/bench_report.h"
 
 static bool near(double a, double b) { return fabs(a - b) <= 1e-9 * fmax(1.0, fabs(b)); }
@@ -99,6 +99,17 @@ static void test_stats(void) {
     CHECK(near(pp.rate, 2 * (4160 * 4 + 640) * 2 / 1e9), "pp GFLOP/s %g", pp.rate);
 }
 
+/* A numeric member, NAN when absent or not a number (so a CHECK fails, never crashes). */
+static double num(const g4_json *o, const char *key) {
+    const g4_json *v = g4_json_get_type(o, key, G4_JSON_NUMBER);
+    return v ? v->number : NAN;
+}
+
+static bool is_null(const g4_json *o, const char *key) {
+    const g4_json *v = g4_json_get(o, key);
+    return v && v->type == G4_JSON_NULL;
+}
+
 static char *print_to_string(bool json, const bench_model *m, const bench_result *r, int n, size_t *len) {
     char *buf = NULL;
     FILE *out = open_memstream(&buf, len);
@@ -127,28 +138,28 @@ static void test_output(void) {
     free(md);
 
     char *js = print_to_string(true, &m, r, 2, &len);
-    json_value v;
-    const bool parsed = js && json_parse(js, len, &v);
-    CHECK(parsed && v.type == JSON_ARRAY && v.len == 2, "json array of 2:\n%s", js ? js : "(nothing)");
-    if (parsed && v.type == JSON_ARRAY && v.len == 2) {
-        const json_value *a = &v.items[0], *b = &v.items[1];
-        const json_value *fn = json_get(a, "model_filename"), *isa = json_get(a, "isa");
-        CHECK(fn && fn->type == JSON_STRING && !strcmp(fn->str, m.filename), "model_filename");
-        CHECK(isa && isa->type == JSON_STRING && !strcmp(isa->str, "avx2"), "isa");
-        CHECK(json_get(a, "n_prompt")->number == 512 && json_get(a, "n_gen")->number == 0, "pp sizes");
-        CHECK(json_get(b, "n_prompt")->number == 0 && json_get(b, "n_gen")->number == 4, "tg sizes");
-        CHECK(json_get(a, "n_threads")->number == 2 && json_get(a, "model_size")->number == 2630938592.0, "threads, size");
-        CHECK(json_get(a, "avg_ts")->number == 32 && json_get(b, "stddev_ts")->number == 7.07, "t/s");
-        CHECK(json_get(a, "gbps")->type == JSON_NULL && near(json_get(a, "gflops")->number, 120.25), "pp rates");
-        CHECK(json_get(b, "gflops")->type == JSON_NULL && near(json_get(b, "gbps")->number, 13.0), "tg rates");
-        CHECK(json_get(b, "peak_gflops")->type == JSON_NULL && json_get(b, "membw_gbps")->number == 26, "limits");
+    char err[G4_ERR_LEN] = "";
+    g4_json *v = js ? g4_json_parse(js, len, "bench json", err) : NULL;
+    CHECK(v && v->type == G4_JSON_ARRAY && v->len == 2, "json array of 2 (%s):\n%s", err, js ? js : "(nothing)");
+    if (v && v->type == G4_JSON_ARRAY && v->len == 2) {
+        const g4_json *a = &v->items[0], *b = &v->items[1];
+        const g4_json *fn = g4_json_get_type(a, "model_filename", G4_JSON_STRING), *isa = g4_json_get_type(a, "isa", G4_JSON_STRING);
+        CHECK(fn && !strcmp(fn->str, m.filename), "model_filename");
+        CHECK(isa && !strcmp(isa->str, "avx2"), "isa");
+        CHECK(num(a, "n_prompt") == 512 && num(a, "n_gen") == 0, "pp sizes");
+        CHECK(num(b, "n_prompt") == 0 && num(b, "n_gen") == 4, "tg sizes");
+        CHECK(num(a, "n_threads") == 2 && num(a, "model_size") == 2630938592.0, "threads, size");
+        CHECK(num(a, "avg_ts") == 32 && num(b, "stddev_ts") == 7.07, "t/s");
+        CHECK(is_null(a, "gbps") && near(num(a, "gflops"), 120.25), "pp rates");
+        CHECK(is_null(b, "gflops") && near(num(b, "gbps"), 13.0), "tg rates");
+        CHECK(is_null(b, "peak_gflops") && num(b, "membw_gbps") == 26, "limits");
         /* 4 tokens at 10 and 20 t/s: 0.4 s and 0.2 s per repetition */
-        CHECK(near(json_get(b, "avg_ns")->number, 3e8) && fabs(json_get(b, "stddev_ns")->number - sqrt(2) * 1e8) < 1,
-              "ns %g %g", json_get(b, "avg_ns")->number, json_get(b, "stddev_ns")->number);
-        const json_value *s = json_get(b, "samples_ts");
-        CHECK(s && s->type == JSON_ARRAY && s->len == 2 && s->items[1].number == 20, "samples_ts");
+        CHECK(near(num(b, "avg_ns"), 3e8) && fabs(num(b, "stddev_ns") - sqrt(2) * 1e8) < 1, "ns %g %g", num(b, "avg_ns"),
+              num(b, "stddev_ns"));
+        const g4_json *s = g4_json_get_type(b, "samples_ts", G4_JSON_ARRAY);
+        CHECK(s && s->len == 2 && s->items[1].number == 20, "samples_ts");
     }
-    if (parsed) json_free(&v);
+    g4_json_free(v);
     free(js);
 }
 

@@ -20,6 +20,7 @@ static const struct {
     {"bench", cmd_bench, "prompt and generation speed, llama-bench style"},
     {"convert", cmd_convert, "Hugging Face checkpoint -> GGUF (QAT-exact Q4_0 with --qat)"},
     {"quantize", cmd_quantize, "re-quantise a float GGUF to another weight type"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
 };
 
 static void usage(FILE *out) {

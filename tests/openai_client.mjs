@@ -1,0 +1,94 @@
+// The official OpenAI Node client against `gemma4 serve`.
+// Usage: node tests/openai_client.mjs URL DIR  (DIR: where `npm install openai` ran)
+// Prints "openai_client: N passed, M failed" last.
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import path from 'node:path';
+
+const [url, dir] = process.argv.slice(2);
+const require = createRequire(path.join(path.resolve(dir), 'package.json'));
+const { default: OpenAI } = await import(pathToFileURL(require.resolve('openai')).href);
+const client = new OpenAI({ baseURL: url + '/v1', apiKey: 'none', maxRetries: 0, timeout: 30000 });
+
+let passed = 0, failed = 0;
+const check = (cond, what) => {
+  if (cond) passed++;
+  else { failed++; console.log(`FAIL openai_client.mjs: ${what}`); }
+};
+
+async function run(name, fn) {
+  try { await fn(); } catch (e) { check(false, `${name}: ${e.message}`); }
+}
+
+const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello' }];
+
+await run('models', async () => {
+  const list = await client.models.list();
+  check(list.data.length === 1 && list.data[0].id.endsWith('.gguf'), 'models.list has the model');
+});
+
+let whole = null;
+await run('chat', async () => {
+  const r = await client.chat.completions.create({ model: 'm', messages, max_tokens: 6, temperature: 0 });
+  check(r.object === 'chat.completion' && r.choices[0].message.role === 'assistant', 'chat completion shape');
+  check(r.usage.completion_tokens >= 1 && r.usage.completion_tokens <= 6, `usage ${JSON.stringify(r.usage)}`);
+  whole = r.choices[0].message.content;
+});
+
+await run('chat stream', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'm', messages, max_tokens: 6, temperature: 0, stream: true, stream_options: { include_usage: true },
+  });
+  let text = '', finish = null, usage = null, chunks = 0;
+  for await (const c of stream) {
+    chunks++;
+    if (c.usage) usage = c.usage;
+    if (!c.choices.length) continue;
+    text += c.choices[0].delta.content ?? '';
+    finish = c.choices[0].finish_reason ?? finish;
+  }
+  check(chunks >= 2 && finish !== null, `stream ended with a finish reason (${chunks} chunks)`);
+  check(usage && usage.completion_tokens >= 1, 'stream usage chunk');
+  check(text === (whole ?? ''), `streamed content '${text}' = whole '${whole}'`);
+});
+
+await run('completion', async () => {
+  const r = await client.completions.create({ model: 'm', prompt: 'hello', max_tokens: 5, temperature: 0 });
+  check(r.object === 'text_completion' && r.usage.completion_tokens === 5, 'completion shape');
+  const s = await client.completions.create({ model: 'm', prompt: 'hello', max_tokens: 5, temperature: 0, stream: true });
+  let text = '';
+  for await (const c of s) text += c.choices[0]?.text ?? '';
+  check(text === r.choices[0].text, `streamed completion '${text}' = '${r.choices[0].text}'`);
+});
+
+await run('tools', async () => {
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+  const r = await client.chat.completions.create({
+    model: 'm', max_tokens: 4, temperature: 0, tools, tool_choice: 'auto',
+    messages: [
+      { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'c1', content: '{"temp":21}' },
+    ],
+  });
+  check(r.choices.length === 1, 'chat with a tool-call history answers');
+});
+
+await run('thinking', async () => {
+  const r = await client.chat.completions.create({
+    model: 'm', messages, max_tokens: 3, temperature: 0, chat_template_kwargs: { enable_thinking: true },
+  });
+  const off = await client.chat.completions.create({ model: 'm', messages, max_tokens: 3, temperature: 0 });
+  check(r.usage.prompt_tokens > off.usage.prompt_tokens, `thinking on adds to the prompt (${r.usage.prompt_tokens} vs ${off.usage.prompt_tokens})`);
+});
+
+await run('error', async () => {
+  try {
+    await client.chat.completions.create({ model: 'm', messages: [{ role: 'wizard', content: 'x' }] });
+    check(false, 'unknown role must throw');
+  } catch (e) {
+    check(e.status === 400 && /unknown role/.test(e.message), `unknown role -> 400 APIError (${e.status} ${e.message})`);
+  }
+});
+
+console.log(`openai_client: ${passed} passed, ${failed} failed`);

@@ -1,0 +1,275 @@
+/* The server's pieces without a socket listener or a model: JSON writing,
+ * request validation, chat rendering of OpenAI messages, the response side
+ * of tool calls and reasoning (whole and streamed), and the HTTP parser over
+ * a socket pair. tests/test_server.sh runs the real server end to end. */
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gguf/json.h"
+#include "tests/harness.h"
+#include "tools/http.h"
+#include "tools/openai.h"
+
+#define Q "<|\"|>"
+
+static const oai_model model = {.sampling = {.temperature = 1.0f, .top_k = 64, .top_p = 0.95f}, .n_vocab = 512};
+
+static void test_json_write(void) {
+    jw w = {0};
+    jw_str(&w, "a\"b\\c\n\x01\xc3\xa9\xff\xe2\x82", 12);
+    CHECK(w.s && !strcmp(w.s, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), "escaped: %s", w.s);
+    char err[G4_ERR_LEN];
+    g4_json *back = g4_json_parse(w.s, w.len, "w", err);
+    CHECK(back && back->type == G4_JSON_STRING && back->len == 18, "the output parses back: %s", back ? "" : err);
+    g4_json_free(back);
+    jw_free(&w);
+    jw_num(&w, 3), jw_cstr(&w, " "), jw_num(&w, 0.5), jw_cstr(&w, " "), jw_num(&w, 1.0 / 0.0);
+    CHECK(!strcmp(w.s, "3 0.5 null"), "numbers: %s", w.s);
+    jw_free(&w);
+}
+
+/* status of parsing body (0 when accepted) */
+static int parse_status(const char *body, bool chat) {
+    oai_request r;
+    oai_error e;
+    int rc = oai_parse_request(body, strlen(body), chat, &model, &r, &e);
+    oai_request_free(&r);
+    return rc ? e.status : 0;
+}
+
+static void test_requests(void) {
+    oai_request r;
+    oai_error e;
+    const char *ok = "{\"messages\":[{\"role\":\"developer\",\"content\":\"S\"},{\"role\":\"user\",\"content\":"
+                     "[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],\"max_completion_tokens\":7,"
+                     "\"temperature\":0,\"top_k\":5,\"seed\":42,\"stop\":[\"x\",\"yz\"],\"stream\":true}";
+    CHECK(oai_parse_request(ok, strlen(ok), true, &model, &r, &e) == 0, "valid chat: %s", e.message);
+    CHECK(r.prompt && !strcmp(r.prompt, "<|turn>system\nS<turn|>\n<|turn>user\nab<turn|>\n<|turn>model\n"),
+          "rendered: %s", r.prompt);
+    CHECK(r.max_tokens == 7 && r.sampling.temperature == 0 && r.sampling.top_k == 5 && r.sampling.seed == 42 &&
+          r.sampling.top_p == 0.95f, "sampling taken, defaults kept");
+    CHECK(r.n_stop == 2 && !strcmp(r.stop[1], "yz") && r.stream && !r.starts_in_thought, "stop and stream");
+    oai_request_free(&r);
+    CHECK(oai_parse_request("{\"prompt\":[2,5,7]}", 18, false, &model, &r, &e) == 0 && r.n_ids == 3 && r.ids[2] == 7 &&
+          r.max_tokens == -1, "completion from ids");
+    oai_request_free(&r);
+
+    static const char *const bad[][2] = {
+        {"{", "c"}, {"[]", "c"}, {"{}", "c"}, {"{\"messages\":{}}", "c"},
+        {"{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}", "c"},
+        {"{\"messages\":[{\"content\":\"x\"}]}", "c"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", "c"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"system\",\"content\":\"late\"}]}", "c"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"function\":{}}]}", "c"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"maybe\",\"tools\":[]}", "c"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"enable_thinking\":1}}", "c"},
+        {"{\"prompt\":\"x\",\"max_tokens\":0}", "p"}, {"{\"prompt\":\"x\",\"max_tokens\":2.5}", "p"},
+        {"{\"prompt\":\"x\",\"max_tokens\":99999999999}", "p"}, {"{\"prompt\":\"x\",\"top_p\":1.5}", "p"},
+        {"{\"prompt\":\"x\",\"min_p\":-1}", "p"}, {"{\"prompt\":\"x\",\"seed\":-2}", "p"},
+        {"{\"prompt\":\"x\",\"stop\":[\"\"]}", "p"}, {"{\"prompt\":\"x\",\"stop\":5}", "p"},
+        {"{\"prompt\":\"x\",\"logprobs\":true}", "p"}, {"{\"prompt\":[]}", "p"}, {"{\"prompt\":[512]}", "p"},
+        {"{\"prompt\":null}", "p"}, {"{\"prompt\":\"x\",\"stream_options\":[]}", "p"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int st = parse_status(bad[i][0], bad[i][1][0] == 'c');
+        CHECK(st == 400, "%s -> %d, want 400", bad[i][0], st);
+    }
+    oai_error_set(&e, 400, "bad %s", "thing");
+    jw w = {0};
+    oai_write_error(&w, &e);
+    CHECK(!strcmp(w.s, "{\"error\":{\"code\":400,\"message\":\"bad thing\",\"type\":\"invalid_request_error\"}}"), "%s", w.s);
+    jw_free(&w);
+}
+
+static void test_chat_render(void) {
+    char err[G4_ERR_LEN];
+    const char *body =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},"
+        "{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\",\\\"days\\\":2}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"{\\\"temp\\\":21}\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"plain\"}],"
+        "\"chat_template_kwargs\":{\"enable_thinking\":true}}";
+    g4_json *doc = g4_json_parse(body, strlen(body), "b", err);
+    oai_error e = {0};
+    bool in_thought = false;
+    char *p = doc ? oai_render_chat(doc, &model, &in_thought, &e) : NULL;
+    const char *want = "<|turn>system\n<|think|>\n<turn|>\n<|turn>user\nWeather?<turn|>\n<|turn>model\n"
+                       "<|tool_call>call:get_weather{city:" Q "Paris" Q ",days:2}<tool_call|>"
+                       "<|tool_response>response:get_weather{temp:21}<tool_response|>"
+                       "<|tool_response>response:get_weather{value:" Q "plain" Q "}<tool_response|>"
+                       "<|channel>thought\n";
+    CHECK(p && !strcmp(p, want), "tool round trip rendered:\n%s\nwant\n%s", p ? p : e.message, want);
+    CHECK(in_thought, "the prompt ends in an open thought channel");
+    free(p);
+    g4_json_free(doc);
+}
+
+/* The answer of a chat response, parsed back from its JSON. */
+static g4_json *respond(const char *text, const char *finish) {
+    oai_request r = {.chat = true};
+    oai_meta meta = {.id = "x", .created = 1, .model = "m"};
+    oai_usage u = {.n_prompt = 10, .n_cached = 4, .n_gen = 3, .t_prompt_ms = 6, .t_gen_ms = 30};
+    jw w = {0};
+    oai_write_response(&w, &r, &meta, text, strlen(text), finish, &u);
+    char err[G4_ERR_LEN];
+    g4_json *doc = g4_json_parse(w.s, w.len, "response", err);
+    CHECK(doc != NULL, "response is JSON: %s", err);
+    jw_free(&w);
+    return doc;
+}
+
+static const g4_json *at(const g4_json *v, size_t i) { return v && v->type == G4_JSON_ARRAY && i < v->len ? &v->items[i] : NULL; }
+static const char *str_of(const g4_json *v) { return v && v->type == G4_JSON_STRING ? v->str : "(none)"; }
+
+static const char *tool_text = "<|channel>thought\nCheck it.<channel|>Sure.<|tool_call>call:get_weather{city:" Q "Paris" Q
+                               ",days:2}<tool_call|>";
+
+static void test_response(void) {
+    g4_json *doc = respond(tool_text, "stop");
+    const g4_json *choice = at(g4_json_get(doc, "choices"), 0), *msg = g4_json_get(choice, "message");
+    CHECK(!strcmp(str_of(g4_json_get(msg, "content")), "Sure."), "content %s", str_of(g4_json_get(msg, "content")));
+    CHECK(!strcmp(str_of(g4_json_get(msg, "reasoning_content")), "Check it."), "reasoning");
+    CHECK(!strcmp(str_of(g4_json_get(choice, "finish_reason")), "tool_calls"), "finish_reason tool_calls");
+    const g4_json *call = at(g4_json_get(msg, "tool_calls"), 0), *fn = g4_json_get(call, "function");
+    CHECK(!strcmp(str_of(g4_json_get(fn, "name")), "get_weather") && !strcmp(str_of(g4_json_get(call, "type")), "function"),
+          "tool call name");
+    const char *args = str_of(g4_json_get(fn, "arguments"));
+    char err[G4_ERR_LEN];
+    g4_json *a = g4_json_parse(args, strlen(args), "arguments", err);
+    const g4_json *days = g4_json_get(a, "days");
+    CHECK(a && !strcmp(str_of(g4_json_get(a, "city")), "Paris") && days && days->is_int && days->integer == 2,
+          "arguments are JSON text: %s", args);
+    const g4_json *t = g4_json_get(doc, "timings"), *usage = g4_json_get(doc, "usage");
+    CHECK(t && g4_json_get(t, "prompt_n")->integer == 6 && g4_json_get(t, "predicted_per_second")->number == 100.0 &&
+              g4_json_get(usage, "total_tokens")->integer == 13,
+          "usage and timings");
+    g4_json_free(a);
+    g4_json_free(doc);
+
+    doc = respond("<|tool_call>call:f{a:}<tool_call|>", "length"); /* bad syntax: the text as it came */
+    msg = g4_json_get(at(g4_json_get(doc, "choices"), 0), "message");
+    CHECK(!strcmp(str_of(g4_json_get(msg, "content")), "<|tool_call>call:f{a:}<tool_call|>") &&
+              !g4_json_get(msg, "tool_calls"),
+          "unparsable output is returned as content");
+    g4_json_free(doc);
+}
+
+/* Streams text token by token (split at every byte) and reassembles what a
+ * client would see. */
+static void test_stream(void) {
+    oai_request r = {.chat = true, .include_usage = true};
+    oai_meta meta = {.id = "s", .created = 1, .model = "m"};
+    oai_usage u = {.n_prompt = 3, .n_gen = 9};
+    oai_stream st = {0};
+    jw all = {0};
+    const size_t n = strlen(tool_text);
+    for (size_t k = 0; k <= n; k++) oai_write_stream(&all, &st, &r, &meta, tool_text, k, k == n ? "stop" : NULL, &u);
+    jw content = {0}, reasoning = {0};
+    jw_cstr(&content, ""), jw_cstr(&reasoning, "");
+    int events = 0, calls = 0, done = 0, usage = 0;
+    const char *finish = NULL;
+    g4_json *docs[512];
+    int n_docs = 0;
+    char err[G4_ERR_LEN];
+    for (char *line = strtok(all.s, "\n"); line; line = strtok(NULL, "\n")) {
+        CHECK(!strncmp(line, "data: ", 6), "SSE line: %s", line);
+        events++;
+        if (!strcmp(line + 6, "[DONE]")) {
+            done++;
+            continue;
+        }
+        g4_json *d = g4_json_parse(line + 6, strlen(line + 6), "event", err);
+        CHECK(d != NULL, "event JSON: %s", err);
+        if (!d || n_docs == 512) continue;
+        docs[n_docs++] = d;
+        if (g4_json_get(d, "usage")) usage++;
+        const g4_json *c = at(g4_json_get(d, "choices"), 0), *delta = g4_json_get(c, "delta");
+        const g4_json *x;
+        if ((x = g4_json_get_type(delta, "content", G4_JSON_STRING))) jw_raw(&content, x->str, x->len);
+        if ((x = g4_json_get_type(delta, "reasoning_content", G4_JSON_STRING))) jw_raw(&reasoning, x->str, x->len);
+        if (g4_json_get(delta, "tool_calls")) {
+            calls++;
+            x = g4_json_get(at(g4_json_get(delta, "tool_calls"), 0), "function");
+            CHECK(!strcmp(str_of(g4_json_get(x, "name")), "get_weather"), "streamed call name");
+        }
+        if ((x = g4_json_get_type(c, "finish_reason", G4_JSON_STRING))) {
+            finish = x->str;
+            CHECK(g4_json_get(d, "timings") != NULL, "timings on the finish chunk");
+        }
+    }
+    CHECK(!strcmp(content.s, "Sure.") && !strcmp(reasoning.s, "Check it."), "streamed parts '%s' '%s'", content.s, reasoning.s);
+    CHECK(calls == 1 && done == 1 && usage == 1 && finish && !strcmp(finish, "tool_calls"),
+          "one tool-call delta (%d), one usage chunk (%d), [DONE] (%d)", calls, usage, done);
+    CHECK(events > 10, "events as the text grew: %d", events);
+    for (int i = 0; i < n_docs; i++) g4_json_free(docs[i]);
+    jw_free(&content), jw_free(&reasoning), jw_free(&all);
+}
+
+/* Writes raw bytes to one end of a socket pair and reads requests at the other. */
+static int read_raw(const char *raw, size_t max_body, http_req *q, int *status, int n_requests) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return -2;
+    if (write(sv[0], raw, strlen(raw)) < 0) return -2;
+    shutdown(sv[0], SHUT_WR);
+    http_conn c = {.fd = sv[1]};
+    int rc = 0;
+    for (int i = 0; i < n_requests; i++) {
+        if (i) http_req_free(q);
+        if ((rc = http_read(&c, q, max_body, status)) != 1) break;
+    }
+    http_conn_free(&c);
+    close(sv[0]), close(sv[1]);
+    return rc;
+}
+
+static void test_http(void) {
+    http_req q;
+    int status = 0;
+    int rc = read_raw("POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nAuthorization: Bearer k\r\n\r\nhello"
+                      "GET /health HTTP/1.0\r\n\r\n", 100, &q, &status, 1);
+    CHECK(rc == 1 && !strcmp(q.method, "POST") && !strcmp(q.path, "/v1/completions") && q.body_len == 5 &&
+              !strcmp(q.body, "hello") && q.keep_alive && !strcmp(q.auth, "Bearer k"),
+          "POST parsed (rc %d)", rc);
+    http_req_free(&q);
+    rc = read_raw("POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /health HTTP/1.0\r\n\r\n", 100, &q, &status, 2);
+    CHECK(rc == 1 && !strcmp(q.path, "/health") && !q.keep_alive && !q.body, "pipelined HTTP/1.0 request");
+    http_req_free(&q);
+    static const struct { const char *raw; int status; } bad[] = {
+        {"POST /a HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 413},
+        {"POST /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+        {"NONSENSE\r\n\r\n", 400},
+        {"GET / SPDY/3\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 408},
+        {"GET / HTTP/1.1\r\nHost: x", 408},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        status = 0;
+        rc = read_raw(bad[i].raw, 100, &q, &status, 1);
+        CHECK(rc == -1 && status == bad[i].status, "case %zu: rc %d status %d, want %d", i, rc, status, bad[i].status);
+        http_req_free(&q);
+    }
+    char *huge = malloc(HTTP_MAX_HEAD + 100);
+    memset(huge, 'a', HTTP_MAX_HEAD + 99);
+    memcpy(huge, "GET / HTTP/1.1\r\nX: ", 19);
+    huge[HTTP_MAX_HEAD + 99] = 0;
+    rc = read_raw(huge, 100, &q, &status, 1);
+    CHECK(rc == -1 && status == 431, "oversize head: %d", status);
+    http_req_free(&q);
+    free(huge);
+    CHECK(read_raw("", 100, &q, &status, 1) == 0, "closed idle connection");
+}
+
+int main(void) {
+    test_json_write();
+    test_requests();
+    test_chat_render();
+    test_response();
+    test_stream();
+    test_http();
+    return test_summary("test_server");
+}

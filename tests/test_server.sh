@@ -1,0 +1,196 @@
+#!/bin/sh
+# End-to-end test of `gemma4 serve` over loopback with curl (and the OpenAI
+# Node client when node and the npm package are available): every endpoint,
+# streaming, hostile input, auth, the bounded queue, disconnects, batching
+# equivalence and shutdown. Usage: sh tests/test_server.sh [BIN [MODEL]]
+# Prints "test_server_http: N passed, M failed" last.
+BIN=${1:-${GEMMA4_BIN:-build/gemma4}}
+FIX=${GEMMA4_FIXTURES:-../shared/fixtures}
+MODEL=${2:-$FIX/models/e2b_q8_0.gguf}
+T=$(mktemp -d /tmp/gemma4-serve-test.XXXXXX)
+passed=0; failed=0; PID=""
+check() { # check NAME COND-EXIT-STATUS
+    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL test_server.sh: $1" >&2; fi
+}
+finish() {
+    [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
+    [ "$failed" -ne 0 ] && tail -n 40 "$T"/log* >&2
+    rm -rf "$T"
+    echo "test_server_http: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit $?
+}
+command -v curl >/dev/null || { echo "FAIL test_server.sh: curl is not installed" >&2; failed=1; finish; }
+
+# start_server LOG ARGS...: starts it on a free port, sets PID and URL
+start_server() {
+    log=$1; shift
+    "$BIN" serve -m "$MODEL" --port 0 -t 2 "$@" > "$log" 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do
+        port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$log" 2>/dev/null)
+        [ -n "$port" ] && grep -q "ready" "$log" && break
+        sleep 0.1
+    done
+    URL=http://127.0.0.1:$port
+}
+stop_server() { # SIGTERM must end it with status 0 within 10 s
+    kill -TERM "$PID"
+    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$PID" 2>/dev/null; then check "server exits on SIGTERM" 1; kill -KILL "$PID"; wait "$PID"; PID=""; return; fi
+    wait "$PID"; rc=$?; PID=""
+    check "SIGTERM exit status $rc" "$rc"
+}
+# req METHOD PATH [BODY [CURL ARGS...]]: body in $T/out, status in $code ("" BODY: none)
+req() {
+    m=$1; p=$2; b=$3; shift 2; [ $# -gt 0 ] && shift
+    if [ -n "$b" ]; then code=$(curl -s -m 30 -o "$T/out" -w '%{http_code}' -X "$m" "$URL$p" -H 'Content-Type: application/json' --data-binary "$b" "$@")
+    else code=$(curl -s -m 30 -o "$T/out" -w '%{http_code}' -X "$m" "$URL$p" "$@"); fi
+}
+has() { grep -q -- "$1" "$T/out"; }
+health_ok() { [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL/health")" = 200 ]; }
+# hostile NAME STATUS METHOD PATH BODY: answered with STATUS and an error object, server still healthy
+hostile() {
+    req "$3" "$4" "$5"
+    [ "$code" = "$2" ] && has '"error":{"code":'"$2"; check "$1: status $code, want $2" $?
+    health_ok; check "$1: /health answers 200 afterwards" $?
+}
+
+start_server "$T/log" --parallel 4 --queue 64
+[ -n "$port" ]; check "server started and printed its port" $?
+
+# ---- plain endpoints
+req GET /health; [ "$code" = 200 ] && has '"status":"ok"'; check "/health" $?
+req GET /v1/models; [ "$code" = 200 ] && has '"object":"list"' && has 'e2b_q8_0.gguf'; check "/v1/models" $?
+req POST /tokenize '{"content":"hi<|turn>","add_special":true}'
+[ "$code" = 200 ] && [ "$(cat "$T/out")" = '{"tokens":[2,343,344,18]}' ]; check "/tokenize: $(cat "$T/out")" $?
+req POST /tokenize '{"content":"hi","with_pieces":true}'
+[ "$(cat "$T/out")" = '{"tokens":[{"id":343,"piece":"h"},{"id":344,"piece":"i"}]}' ]; check "/tokenize with pieces" $?
+req POST /detokenize '{"tokens":[343,344,18]}'
+[ "$code" = 200 ] && [ "$(cat "$T/out")" = '{"content":"hi<|turn>"}' ]; check "/detokenize: $(cat "$T/out")" $?
+req GET /metrics; [ "$code" = 200 ] && has '^llamacpp:requests_processing 0$' && has '^llamacpp:kv_cache_usage_ratio'; check "/metrics" $?
+
+# ---- completions, chat, streaming
+req POST /v1/completions '{"prompt":"hello","max_tokens":8,"temperature":0}'
+[ "$code" = 200 ] && has '"object":"text_completion"' && has '"completion_tokens":8' && has '"finish_reason":"length"'
+check "/v1/completions" $?
+whole=$(sed 's/.*"text":"\([^"]*\)".*/\1/' "$T/out")
+req POST /v1/completions '{"prompt":"hello","max_tokens":8,"temperature":0,"stream":true}'
+streamed=$(grep '^data: {' "$T/out" | sed -n 's/.*"text":"\([^"]*\)".*/\1/p' | tr -d '\n')
+[ "$code" = 200 ] && [ -n "$whole" ] && [ "$streamed" = "$whole" ] && tail -n 2 "$T/out" | grep -q '^data: \[DONE\]'
+check "streamed completion '$streamed' = whole '$whole', ends with [DONE]" $?
+stop=$(printf '%s' "$whole" | cut -c3-4)
+req POST /v1/completions '{"prompt":"hello","max_tokens":8,"temperature":0,"stop":["'"$stop"'"]}'
+has '"text":"'"$(printf '%s' "$whole" | cut -c1-2)"'"' && has '"finish_reason":"stop"'; check "stop string '$stop' cuts the text" $?
+req POST /v1/completions '{"prompt":[2,343,344],"max_tokens":3,"temperature":0}'
+[ "$code" = 200 ] && has '"prompt_tokens":3'; check "completion from token ids" $?
+
+CHAT='{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello"}],"max_tokens":6,"temperature":0'
+req POST /v1/chat/completions "$CHAT}"
+[ "$code" = 200 ] && has '"object":"chat.completion"' && has '"role":"assistant"' && has '"timings":{' && has '"prompt_tokens":'
+check "/v1/chat/completions" $?
+req POST /v1/chat/completions "$CHAT"',"stream":true,"stream_options":{"include_usage":true}}'
+[ "$code" = 200 ] && has '"object":"chat.completion.chunk"' && has '"delta":{"role":"assistant"' && has '"choices":\[\],"usage"' \
+  && tail -n 2 "$T/out" | grep -q '^data: \[DONE\]'
+check "streamed chat with usage" $?
+
+# ---- chat template: thinking, tool-call history (rendered prompt)
+req POST /apply-template '{"messages":[{"role":"user","content":"Hi"}]}'
+off=$(cat "$T/out")
+req POST /apply-template '{"messages":[{"role":"user","content":"Hi"}],"chat_template_kwargs":{"enable_thinking":true}}'
+[ "$off" = '{"prompt":"<|turn>user\nHi<turn|>\n<|turn>model\n"}' ] && has '<|think|>' && [ "$(cat "$T/out")" != "$off" ]
+check "thinking on/off render different prompts: $off" $?
+TOOLS='"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]'
+HIST='"messages":[{"role":"user","content":"Weather in Paris?"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":"c1","content":"{\"temp\":21}"}]'
+req POST /apply-template "{$HIST,$TOOLS}"
+has 'declaration:get_weather' && has '<|tool_call>call:get_weather{city:<|\\"|>Paris<|\\"|>}<tool_call|><|tool_response>response:get_weather{temp:21}<tool_response|>'
+check "tool call round trip renders call and response" $?
+req POST /v1/chat/completions "{$HIST,$TOOLS,\"tool_choice\":\"auto\",\"max_tokens\":4,\"temperature\":0}"
+[ "$code" = 200 ]; check "chat with tools and tool history" $?
+
+# ---- hostile input
+hostile "malformed JSON" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"}'
+hostile "body not an object" 400 POST /v1/completions '[1,2]'
+hostile "messages wrong type" 400 POST /v1/chat/completions '{"messages":"hi"}'
+hostile "empty messages" 400 POST /v1/chat/completions '{"messages":[]}'
+hostile "unknown role" 400 POST /v1/chat/completions '{"messages":[{"role":"wizard","content":"x"}]}'
+hostile "content wrong type" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":5}]}'
+hostile "negative max_tokens" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"}],"max_tokens":-5}'
+hostile "absurd max_tokens" 400 POST /v1/completions '{"prompt":"x","max_tokens":1e30}'
+hostile "absurd temperature" 400 POST /v1/completions '{"prompt":"x","temperature":1e9}'
+hostile "top_p as string" 400 POST /v1/completions '{"prompt":"x","top_p":"0.5"}'
+hostile "stream not a bool" 400 POST /v1/completions '{"prompt":"x","stream":"yes"}'
+hostile "token id out of range" 400 POST /v1/completions '{"prompt":[1,999999]}'
+hostile "n > 1" 400 POST /v1/completions '{"prompt":"x","n":3}'
+hostile "tool message answering nothing" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"},{"role":"tool","tool_call_id":"z","content":"1"}]}'
+hostile "bad tool arguments" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{oops"}}]}]}'
+long=$(head -c 30000 /dev/zero | tr '\0' 'a')
+hostile "prompt longer than the context" 400 POST /v1/completions '{"prompt":"'"$long"'"}'
+hostile "unknown endpoint" 404 GET /v1/nothing
+hostile "wrong method" 405 GET /v1/chat/completions
+head -c 5000000 /dev/zero | tr '\0' 'a' > "$T/big"
+code=$(curl -s -m 30 -o "$T/out" -w '%{http_code}' "$URL/v1/completions" --data-binary @"$T/big")
+[ "$code" = 413 ]; check "body over the cap: $code" $?
+health_ok; check "/health after the oversize body" $?
+code=$(curl -s -m 30 -o "$T/out" -w '%{http_code}' "$URL/health" -H "X-Big: $(head -c 20000 /dev/zero | tr '\0' 'b')")
+[ "$code" = 431 ]; check "header over the cap: $code" $?
+health_ok; check "/health after the oversize header" $?
+code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL/health" -H 'Content-Length: -1')
+[ "$code" = 400 ]; check "negative Content-Length: $code" $?
+health_ok; check "/health after a bad Content-Length" $?
+
+# ---- keep-alive: two requests on one connection
+curl -s -m 10 -o /dev/null -o /dev/null -w '%{num_connects}\n' "$URL/health" "$URL/v1/models" > "$T/conns"
+[ "$(tr -d '\n' < "$T/conns")" = "10" ]; check "keep-alive reuses the connection: $(tr '\n' ' ' < "$T/conns")" $?
+
+# ---- concurrency: parallel streams give the tokens of the same requests one at a time
+PROMPTS="The cat|Once upon a time|hello world|zebra|A B C D|lorem ipsum|quick brown fox|2+2="
+i=0; IFS='|'; for p in $PROMPTS; do
+    i=$((i + 1))
+    curl -s -m 60 "$URL/v1/completions" --data-binary '{"prompt":"'"$p"'","max_tokens":24,"temperature":0,"ignore_eos":true,"stream":true}' \
+      | grep '^data: {' | sed -n 's/.*"text":"\([^"]*\)".*/\1/p' | tr -d '\n' > "$T/par$i" &
+    CLIENTS="$CLIENTS $!"
+done; unset IFS
+wait $CLIENTS
+i=0; IFS='|'; for p in $PROMPTS; do
+    i=$((i + 1))
+    req POST /v1/completions '{"prompt":"'"$p"'","max_tokens":24,"temperature":0,"ignore_eos":true}'
+    sed 's/.*"text":"\([^"]*\)".*/\1/' "$T/out" > "$T/seq$i"
+    [ -s "$T/par$i" ] && cmp -s "$T/par$i" "$T/seq$i"; check "parallel = sequential for '$p': '$(cat "$T/par$i")' vs '$(cat "$T/seq$i")'" $?
+done; unset IFS
+
+# ---- OpenAI Node client
+if [ -n "$OPENAI_NODE_DIR" ] && command -v node >/dev/null; then
+    node "$(dirname "$0")/openai_client.mjs" "$URL" "$OPENAI_NODE_DIR" > "$T/node" 2>&1
+    cat "$T/node" | grep FAIL >&2
+    np=$(sed -n 's/^openai_client: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$T/node")
+    nf=$(sed -n 's/^openai_client: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$T/node")
+    if [ -z "$np" ]; then tail -n 5 "$T/node" >&2; check "openai_client.mjs ran" 1
+    else passed=$((passed + np)); failed=$((failed + nf)); fi
+else
+    echo "test_server.sh: OPENAI_NODE_DIR unset or no node: OpenAI client cases not run" >&2
+fi
+stop_server
+
+# ---- a second server: api key, bounded queue, disconnects
+start_server "$T/log2" --parallel 1 --queue 1 --api-key sekrit
+req GET /health; [ "$code" = 200 ]; check "/health needs no key" $?
+req GET /metrics; [ "$code" = 401 ] && has '"code":401'; check "no key -> 401" $?
+req GET /metrics "" -H 'Authorization: Bearer wrong'; [ "$code" = 401 ]; check "wrong key -> 401" $?
+req GET /metrics "" -H 'Authorization: Bearer sekrit'; [ "$code" = 200 ]; check "right key -> 200" $?
+LONG='{"prompt":"x","max_tokens":100000,"ignore_eos":true,"stream":true}'
+curl -s -N -m 60 "$URL/v1/completions" -H 'Authorization: Bearer sekrit' --data-binary "$LONG" > /dev/null & C1=$!
+sleep 0.5
+curl -s -N -m 60 "$URL/v1/completions" -H 'Authorization: Bearer sekrit' --data-binary "$LONG" > /dev/null & C2=$!
+sleep 0.5
+req POST /v1/completions "$LONG" -H 'Authorization: Bearer sekrit'
+[ "$code" = 503 ] && has '"code":503'; check "queue full -> 503 (got $code)" $?
+metric() { curl -s -m 5 "$URL/metrics" -H 'Authorization: Bearer sekrit' | sed -n "s/^llamacpp:$1 //p"; }
+[ "$(metric requests_processing)" = 1 ] && [ "$(metric requests_deferred)" = 1 ]; check "metrics: 1 processing, 1 deferred" $?
+kill "$C1" "$C2" 2>/dev/null; wait "$C1" "$C2" 2>/dev/null
+for _ in $(seq 50); do [ "$(metric requests_processing)" = 0 ] && break; sleep 0.1; done
+[ "$(metric requests_processing)" = 0 ] && [ "$(metric requests_deferred)" = 0 ] && [ "$(metric kv_cache_tokens)" = 0 ]
+check "disconnected clients free their slot and sequence" $?
+health_ok; check "/health after disconnects" $?
+stop_server
+finish

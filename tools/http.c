@@ -1,0 +1,211 @@
+#include "tools/http.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+const char *http_reason(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+static int send_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k, n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Receives more bytes into c->buf. 1, 0 (closed), -1 (error or timeout:
+ * the socket has a receive timeout). */
+static int fill(http_conn *c) {
+    if (c->len + 4096 > c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 8192;
+        char *g = realloc(c->buf, cap);
+        if (!g) return -1;
+        c->buf = g, c->cap = cap;
+    }
+    for (;;) {
+        ssize_t k = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return k == 0 ? 0 : -1;
+        c->len += (size_t)k;
+        return 1;
+    }
+}
+
+static void consume(http_conn *c, size_t n) {
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* Case-insensitive "name:" match at the start of a header line. */
+static const char *header_value(const char *line, const char *name) {
+    size_t n = strlen(name);
+    if (strncasecmp(line, name, n) || line[n] != ':') return NULL;
+    line += n + 1;
+    while (*line == ' ' || *line == '\t') line++;
+    return line;
+}
+
+/* Parses the head in c->buf[0..head_len) (NUL-terminated there). */
+static int parse_head(char *head, http_req *r, long long *content_length, bool *expect_continue, int *status) {
+    *status = 400;
+    char *save = NULL, *line = strtok_r(head, "\r\n", &save);
+    if (!line) return -1;
+    char version[16];
+    char target[sizeof r->path];
+    if (sscanf(line, "%15s %1023s %15s", r->method, target, version) != 3 || strncmp(version, "HTTP/1.", 7)) return -1;
+    target[strcspn(target, "?#")] = 0;
+    memcpy(r->path, target, strlen(target) + 1);
+    r->keep_alive = strcmp(version, "HTTP/1.0") != 0;
+    *content_length = -1;
+    while ((line = strtok_r(NULL, "\r\n", &save))) {
+        const char *v;
+        if ((v = header_value(line, "Content-Length"))) {
+            char *end;
+            errno = 0;
+            long long n = strtoll(v, &end, 10);
+            if (errno || end == v || *end || n < 0 || (*content_length >= 0 && n != *content_length)) return -1;
+            *content_length = n;
+        } else if ((v = header_value(line, "Transfer-Encoding"))) {
+            return *status = 501, -1; /* chunked request bodies: clients send Content-Length */
+        } else if ((v = header_value(line, "Connection"))) {
+            if (!strcasecmp(v, "close")) r->keep_alive = false;
+            if (!strcasecmp(v, "keep-alive")) r->keep_alive = true;
+        } else if ((v = header_value(line, "Authorization"))) {
+            if (strlen(v) >= sizeof r->auth) return -1;
+            memcpy(r->auth, v, strlen(v) + 1);
+        } else if ((v = header_value(line, "Expect"))) {
+            *expect_continue = !strcasecmp(v, "100-continue");
+        } else if (!strchr(line, ':')) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int http_read(http_conn *c, http_req *r, size_t max_body, int *status) {
+    memset(r, 0, sizeof *r);
+    char *end = NULL;
+    for (;;) {
+        if (c->len) {
+            c->buf[c->len] = 0;
+            end = strstr(c->buf, "\r\n\r\n");
+            if (end || memchr(c->buf, 0, c->len)) break;
+        }
+        if (c->len > HTTP_MAX_HEAD) return *status = 431, -1;
+        int k = fill(c);
+        if (k <= 0) {
+            if (c->len == 0) return 0; /* idle connection closed or timed out */
+            return *status = 408, -1;
+        }
+    }
+    if (!end) return *status = 400, -1; /* a NUL byte in the head */
+    size_t head_len = (size_t)(end - c->buf) + 4;
+    if (head_len > HTTP_MAX_HEAD) return *status = 431, -1;
+    *end = 0;
+    long long content_length;
+    bool expect_continue = false;
+    if (parse_head(c->buf, r, &content_length, &expect_continue, status)) return -1;
+    consume(c, head_len);
+    bool has_body = content_length > 0;
+    if (content_length > (long long)max_body) return *status = 413, -1;
+    if (!has_body) return 1;
+    if (expect_continue && c->len == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (send_all(c->fd, cont, sizeof cont - 1)) return 0;
+    }
+    size_t n = (size_t)content_length;
+    while (c->len < n) {
+        if (c->len + 4096 > c->cap) { /* room for the whole body at once */
+            char *g = realloc(c->buf, n + 4096 + 1);
+            if (!g) return *status = 413, -1;
+            c->buf = g, c->cap = n + 4096 + 1;
+        }
+        int k = fill(c);
+        if (k <= 0) return *status = 408, -1;
+    }
+    if (!(r->body = malloc(n + 1))) return *status = 413, -1;
+    memcpy(r->body, c->buf, n);
+    r->body[n] = 0;
+    r->body_len = n;
+    consume(c, n);
+    return 1;
+}
+
+void http_req_free(http_req *r) {
+    free(r->body);
+    r->body = NULL;
+}
+
+void http_conn_free(http_conn *c) {
+    free(c->buf);
+    c->buf = NULL;
+    c->len = c->cap = 0;
+}
+
+static int send_head(int fd, int status, const char *content_type, bool keep_alive, const char *length_or_chunked,
+                     const char *extra) {
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\nConnection: %s\r\n%s\r\n", status,
+                     http_reason(status), content_type, length_or_chunked, keep_alive ? "keep-alive" : "close",
+                     extra ? extra : "");
+    if (n < 0 || (size_t)n >= sizeof head) return -1;
+    return send_all(fd, head, (size_t)n);
+}
+
+int http_respond(int fd, int status, const char *content_type, const char *body, size_t len, bool keep_alive,
+                 const char *extra) {
+    char length[48];
+    snprintf(length, sizeof length, "Content-Length: %zu", len);
+    if (send_head(fd, status, content_type, keep_alive, length, extra)) return -1;
+    return len ? send_all(fd, body, len) : 0;
+}
+
+int http_stream_begin(int fd, int status, const char *content_type, bool keep_alive) {
+    return send_head(fd, status, content_type, keep_alive, "Cache-Control: no-cache\r\nTransfer-Encoding: chunked",
+                     NULL);
+}
+
+int http_stream_chunk(int fd, const char *data, size_t len) {
+    if (!len) return 0; /* an empty chunk would end the stream */
+    char size[24];
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    if (send_all(fd, size, (size_t)n) || send_all(fd, data, len)) return -1;
+    return send_all(fd, "\r\n", 2);
+}
+
+int http_stream_end(int fd) { return send_all(fd, "0\r\n\r\n", 5); }
+
+bool http_peer_gone(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) return true;
+    /* readable: either a pipelined request (still there) or end of stream */
+    char ch;
+    ssize_t k = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    return k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}

@@ -1,0 +1,582 @@
+/* OpenAI request bodies -> oai_request, and results -> OpenAI JSON.
+ *
+ * Chat messages map onto tokenizer/chat.h: roles system, developer, user,
+ * assistant (= model) and tool; assistant tool_calls (arguments given as a
+ * JSON string, as OpenAI sends them, or as an object) become g4_chat_tool_call;
+ * a tool message's content becomes the tool response, as a value when it
+ * is a JSON object, else as text. Content may be a string or an array of
+ * text parts. tool_choice "none" hides the tools from the model; "auto",
+ * "required" and a named function keep them (a named function: only that
+ * one), but nothing forces the model to call. */
+#include "tools/openai.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer/chat.h"
+
+void oai_error_set(oai_error *e, int status, const char *fmt, ...) {
+    e->status = status;
+    e->type = status == 401   ? "authentication_error"
+              : status == 404 ? "not_found_error"
+              : status == 503 ? "unavailable_error"
+              : status >= 500 ? "server_error"
+                              : "invalid_request_error";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+void oai_write_error(jw *w, const oai_error *e) {
+    jw_printf(w, "{\"error\":{\"code\":%d,\"message\":", e->status);
+    jw_qstr(w, e->message);
+    jw_cstr(w, ",\"type\":");
+    jw_qstr(w, e->type);
+    jw_cstr(w, "}}");
+}
+
+/* ---------------------------------------------------------------- values */
+
+/* JSON (parsed) -> chat value; NULL when out of memory. */
+static g4_chat_value *to_value(const g4_json *j) {
+    g4_chat_value *v = NULL;
+    switch (j->type) {
+    case G4_JSON_NULL: return g4_chat_null();
+    case G4_JSON_BOOL: return g4_chat_bool(j->boolean);
+    case G4_JSON_NUMBER: return j->is_int ? g4_chat_int(j->integer) : g4_chat_float(j->number);
+    case G4_JSON_STRING: return g4_chat_string(j->str, j->len);
+    case G4_JSON_ARRAY:
+        if (!(v = g4_chat_array())) return NULL;
+        for (size_t i = 0; i < j->len; i++) {
+            g4_chat_value *item = to_value(&j->items[i]);
+            if (!item || g4_chat_array_push(v, item)) return g4_chat_value_free(v), NULL;
+        }
+        return v;
+    case G4_JSON_OBJECT:
+        if (!(v = g4_chat_object())) return NULL;
+        for (size_t i = 0; i < j->len; i++) {
+            g4_chat_value *item = to_value(&j->items[i]);
+            if (!item || g4_chat_object_set(v, j->keys[i].str, item)) return g4_chat_value_free(v), NULL;
+        }
+        return v;
+    }
+    return NULL;
+}
+
+void oai_write_value(jw *w, const g4_chat_value *v) {
+    switch (v->type) {
+    case G4_CHAT_NULL: jw_cstr(w, "null"); return;
+    case G4_CHAT_BOOL: jw_cstr(w, v->b ? "true" : "false"); return;
+    case G4_CHAT_INT: jw_printf(w, "%lld", (long long)v->i); return;
+    case G4_CHAT_FLOAT: jw_num(w, v->f); return;
+    case G4_CHAT_STRING: jw_str(w, v->str, v->len); return;
+    case G4_CHAT_ARRAY:
+    case G4_CHAT_OBJECT:
+        jw_cstr(w, v->type == G4_CHAT_ARRAY ? "[" : "{");
+        for (size_t i = 0; i < v->len; i++) {
+            if (i) jw_cstr(w, ",");
+            if (v->type == G4_CHAT_OBJECT) jw_qstr(w, v->keys[i]), jw_cstr(w, ":");
+            oai_write_value(w, v->items[i]);
+        }
+        jw_cstr(w, v->type == G4_CHAT_ARRAY ? "]" : "}");
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------- typed fields */
+
+/* Each returns 0 when the member is absent or null (out untouched) or valid,
+ * -1 with e set when it has the wrong type or range. */
+static int get_number(const g4_json *o, const char *key, double lo, double hi, double *out, oai_error *e) {
+    const g4_json *v = g4_json_get(o, key);
+    if (!v || v->type == G4_JSON_NULL) return 0;
+    if (v->type != G4_JSON_NUMBER) return oai_error_set(e, 400, "'%s' must be a number", key), -1;
+    if (!(v->number >= lo && v->number <= hi))
+        return oai_error_set(e, 400, "'%s' must be between %g and %g", key, lo, hi), -1;
+    *out = v->number;
+    return 0;
+}
+
+static int get_int(const g4_json *o, const char *key, int64_t lo, int64_t hi, int64_t *out, oai_error *e) {
+    const g4_json *v = g4_json_get(o, key);
+    if (!v || v->type == G4_JSON_NULL) return 0;
+    if (v->type != G4_JSON_NUMBER || !v->is_int) return oai_error_set(e, 400, "'%s' must be an integer", key), -1;
+    if (v->integer < lo || v->integer > hi)
+        return oai_error_set(e, 400, "'%s' must be between %lld and %lld", key, (long long)lo, (long long)hi), -1;
+    *out = v->integer;
+    return 0;
+}
+
+static int get_bool(const g4_json *o, const char *key, bool *out, oai_error *e) {
+    const g4_json *v = g4_json_get(o, key);
+    if (!v || v->type == G4_JSON_NULL) return 0;
+    if (v->type != G4_JSON_BOOL) return oai_error_set(e, 400, "'%s' must be a boolean", key), -1;
+    *out = v->boolean;
+    return 0;
+}
+
+/* A member that must have one type when present: NULL (e unset) when absent
+ * or null, NULL with e set when of another type. */
+static const g4_json *get_typed(const g4_json *o, const char *key, enum g4_json_type t, oai_error *e) {
+    const g4_json *v = g4_json_get(o, key);
+    if (!v || v->type == G4_JSON_NULL) return NULL;
+    if (v->type == t) return v;
+    oai_error_set(e, 400, "'%s' must be %s %s", key, t == G4_JSON_ARRAY || t == G4_JSON_OBJECT ? "an" : "a",
+                  g4_json_type_name(t));
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- chat */
+
+/* What the g4_chat_msg array points into, freed together. */
+typedef struct conv {
+    g4_chat_msg *msgs;
+    size_t n_msgs;
+    g4_chat_tool *tools;
+    size_t n_tools;
+    char **strs;
+    g4_chat_value **vals;
+    g4_chat_tool_call **calls;
+    size_t n_strs, n_vals, n_calls;
+} conv;
+
+static void conv_free(conv *c) {
+    for (size_t i = 0; i < c->n_strs; i++) free(c->strs[i]);
+    for (size_t i = 0; i < c->n_vals; i++) g4_chat_value_free(c->vals[i]);
+    for (size_t i = 0; i < c->n_calls; i++) free(c->calls[i]);
+    free(c->strs), free(c->vals), free(c->calls), free(c->msgs), free(c->tools);
+}
+
+/* Takes ownership of p (freed on failure); p itself, or NULL. */
+static void *keep(void ***list, size_t *n, void *p) {
+    void **g = p ? realloc(*list, (*n + 1) * sizeof *g) : NULL;
+    if (!g) return NULL;
+    *list = g;
+    return g[(*n)++] = p;
+}
+static char *keep_str(conv *c, char *s) {
+    char *k = keep((void ***)&c->strs, &c->n_strs, s);
+    if (!k) free(s);
+    return k;
+}
+static g4_chat_value *keep_val(conv *c, g4_chat_value *v) {
+    g4_chat_value *k = keep((void ***)&c->vals, &c->n_vals, v);
+    if (!k) g4_chat_value_free(v);
+    return k;
+}
+
+#define OOM(e) (oai_error_set(e, 500, "out of memory"), -1)
+
+/* Message content: a string, null, or an array of {"type":"text","text":...}
+ * parts (joined). */
+static int get_content(conv *c, const g4_json *msg, const char **out, size_t im, oai_error *e) {
+    const g4_json *v = g4_json_get(msg, "content");
+    *out = NULL;
+    if (!v || v->type == G4_JSON_NULL) return 0;
+    if (v->type == G4_JSON_STRING) return *out = v->str, 0;
+    if (v->type != G4_JSON_ARRAY)
+        return oai_error_set(e, 400, "messages[%zu].content must be a string or an array of parts", im), -1;
+    jw text = {0};
+    jw_cstr(&text, "");
+    for (size_t i = 0; i < v->len; i++) {
+        const g4_json *part = &v->items[i];
+        const g4_json *type = g4_json_get_type(part, "type", G4_JSON_STRING);
+        const g4_json *t = g4_json_get_type(part, "text", G4_JSON_STRING);
+        if (!type || strcmp(type->str, "text") || !t) {
+            jw_free(&text);
+            return oai_error_set(e, 400, "messages[%zu].content[%zu]: only parts of type \"text\" with a \"text\" string are supported", im, i), -1;
+        }
+        jw_raw(&text, t->str, t->len);
+    }
+    if (text.oom || !keep_str(c, text.s)) return OOM(e);
+    *out = text.s;
+    return 0;
+}
+
+static int get_tool_calls(conv *c, const g4_json *msg, g4_chat_msg *out, size_t im, oai_error *e) {
+    const g4_json *tc = get_typed(msg, "tool_calls", G4_JSON_ARRAY, e);
+    if (!tc) return e->status ? -1 : 0;
+    if (!tc->len) return 0;
+    g4_chat_tool_call *calls = calloc(tc->len, sizeof *calls);
+    if (!calls || !keep((void ***)&c->calls, &c->n_calls, calls)) return free(calls), OOM(e);
+    for (size_t k = 0; k < tc->len; k++) {
+        const g4_json *fn = g4_json_get_type(&tc->items[k], "function", G4_JSON_OBJECT);
+        const g4_json *name = g4_json_get_type(fn, "name", G4_JSON_STRING);
+        const g4_json *id = g4_json_get_type(&tc->items[k], "id", G4_JSON_STRING);
+        const g4_json *args = g4_json_get(fn, "arguments");
+        if (!name) return oai_error_set(e, 400, "messages[%zu].tool_calls[%zu] needs function.name", im, k), -1;
+        calls[k].name = name->str;
+        calls[k].id = id ? id->str : NULL;
+        g4_json *parsed = NULL;
+        if (args && args->type == G4_JSON_STRING) { /* OpenAI sends the arguments as JSON text */
+            char jerr[G4_ERR_LEN];
+            if (!(parsed = g4_json_parse(args->str, args->len, "arguments", jerr)))
+                return oai_error_set(e, 400, "messages[%zu].tool_calls[%zu].function.%s", im, k, jerr), -1;
+            args = parsed;
+        }
+        if (args && args->type != G4_JSON_OBJECT && args->type != G4_JSON_NULL) {
+            g4_json_free(parsed);
+            return oai_error_set(e, 400, "messages[%zu].tool_calls[%zu].function.arguments must be an object", im, k), -1;
+        }
+        if (args && args->type == G4_JSON_OBJECT && !(calls[k].args = keep_val(c, to_value(args)))) {
+            g4_json_free(parsed);
+            return OOM(e);
+        }
+        g4_json_free(parsed);
+    }
+    out->tool_calls = calls;
+    out->n_tool_calls = tc->len;
+    return 0;
+}
+
+static int get_message(conv *c, const g4_json *msg, g4_chat_msg *out, size_t im, oai_error *e) {
+    if (msg->type != G4_JSON_OBJECT) return oai_error_set(e, 400, "messages[%zu] must be an object", im), -1;
+    const g4_json *role = g4_json_get_type(msg, "role", G4_JSON_STRING);
+    if (!role) return oai_error_set(e, 400, "messages[%zu].role must be a string", im), -1;
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "model", "tool"};
+    size_t r = 0;
+    while (r < sizeof roles / sizeof roles[0] && strcmp(role->str, roles[r])) r++;
+    if (r == sizeof roles / sizeof roles[0])
+        return oai_error_set(e, 400, "messages[%zu]: unknown role '%.64s'", im, role->str), -1;
+    out->role = roles[r];
+    if (get_content(c, msg, &out->content, im, e)) return -1;
+    if (!strcmp(out->role, "assistant") || !strcmp(out->role, "model")) {
+        const g4_json *rc = get_typed(msg, "reasoning_content", G4_JSON_STRING, e);
+        if (e->status) return -1;
+        out->reasoning = rc ? rc->str : NULL;
+        return get_tool_calls(c, msg, out, im, e);
+    }
+    if (strcmp(out->role, "tool")) return 0;
+    const g4_json *id = get_typed(msg, "tool_call_id", G4_JSON_STRING, e);
+    const g4_json *name = e->status ? NULL : get_typed(msg, "name", G4_JSON_STRING, e);
+    if (e->status) return -1;
+    out->tool_call_id = id ? id->str : NULL;
+    out->name = name ? name->str : NULL;
+    char jerr[G4_ERR_LEN];
+    g4_json *parsed = out->content ? g4_json_parse(out->content, strlen(out->content), "content", jerr) : NULL;
+    if (parsed && parsed->type == G4_JSON_OBJECT && !(out->response = keep_val(c, to_value(parsed)))) {
+        g4_json_free(parsed);
+        return OOM(e);
+    }
+    g4_json_free(parsed);
+    return 0;
+}
+
+static int get_tools(conv *c, const g4_json *body, oai_error *e) {
+    const g4_json *tools = get_typed(body, "tools", G4_JSON_ARRAY, e);
+    if (!tools) return e->status ? -1 : 0;
+    const g4_json *choice = g4_json_get(body, "tool_choice");
+    const char *only = NULL; /* tool_choice naming one function */
+    if (choice && choice->type == G4_JSON_STRING) {
+        if (!strcmp(choice->str, "none")) return 0;
+        if (strcmp(choice->str, "auto") && strcmp(choice->str, "required"))
+            return oai_error_set(e, 400, "'tool_choice' must be \"none\", \"auto\", \"required\" or a function"), -1;
+    } else if (choice && choice->type == G4_JSON_OBJECT) {
+        const g4_json *name = g4_json_get_type(g4_json_get_type(choice, "function", G4_JSON_OBJECT), "name", G4_JSON_STRING);
+        if (!name) return oai_error_set(e, 400, "'tool_choice' object needs function.name"), -1;
+        only = name->str;
+    } else if (choice && choice->type != G4_JSON_NULL) {
+        return oai_error_set(e, 400, "'tool_choice' must be a string or an object"), -1;
+    }
+    if (tools->len && !(c->tools = calloc(tools->len, sizeof *c->tools))) return OOM(e);
+    for (size_t k = 0; k < tools->len; k++) {
+        const g4_json *fn = g4_json_get_type(&tools->items[k], "function", G4_JSON_OBJECT);
+        const g4_json *name = g4_json_get_type(fn, "name", G4_JSON_STRING);
+        const g4_json *desc = g4_json_get_type(fn, "description", G4_JSON_STRING);
+        const g4_json *params = g4_json_get(fn, "parameters");
+        if (!name) return oai_error_set(e, 400, "tools[%zu] needs function.name", k), -1;
+        if (params && params->type != G4_JSON_OBJECT && params->type != G4_JSON_NULL)
+            return oai_error_set(e, 400, "tools[%zu].function.parameters must be an object", k), -1;
+        if (only && strcmp(only, name->str)) continue;
+        g4_chat_tool *t = &c->tools[c->n_tools++];
+        t->name = name->str;
+        t->description = desc ? desc->str : NULL;
+        if (params && params->type == G4_JSON_OBJECT && !(t->parameters = keep_val(c, to_value(params)))) return OOM(e);
+    }
+    if (only && !c->n_tools) return oai_error_set(e, 400, "'tool_choice' names '%.64s', which is not in tools", only), -1;
+    return 0;
+}
+
+char *oai_render_chat(const g4_json *body, const oai_model *m, bool *starts_in_thought, oai_error *e) {
+    conv c = {0};
+    char *prompt = NULL;
+    const g4_json *msgs = get_typed(body, "messages", G4_JSON_ARRAY, e);
+    if (!msgs) {
+        if (!e->status) oai_error_set(e, 400, "'messages' is required");
+        return NULL;
+    }
+    if (!msgs->len) return oai_error_set(e, 400, "'messages' must not be empty"), NULL;
+    g4_chat_opts opts = {.add_generation_prompt = true, .empty_thought_channel = m->empty_thought_channel};
+    const g4_json *kwargs = get_typed(body, "chat_template_kwargs", G4_JSON_OBJECT, e);
+    if (e->status || get_bool(kwargs, "enable_thinking", &opts.enable_thinking, e)) return NULL;
+    if (!(c.msgs = calloc(msgs->len, sizeof *c.msgs))) return oai_error_set(e, 500, "out of memory"), NULL;
+    for (c.n_msgs = 0; c.n_msgs < msgs->len; c.n_msgs++)
+        if (get_message(&c, &msgs->items[c.n_msgs], &c.msgs[c.n_msgs], c.n_msgs, e)) goto done;
+    if (get_tools(&c, body, e)) goto done;
+    opts.tools = c.tools;
+    opts.n_tools = c.n_tools;
+    char err[G4_ERR_LEN];
+    if (!(prompt = g4_chat_format(c.msgs, c.n_msgs, &opts, err))) {
+        oai_error_set(e, 400, "%s", err);
+        goto done;
+    }
+    static const char open_thought[] = "<|channel>thought\n";
+    size_t n = strlen(prompt), k = sizeof open_thought - 1;
+    *starts_in_thought = n >= k && !strcmp(prompt + n - k, open_thought);
+done:
+    conv_free(&c);
+    return prompt;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static int get_stop(const g4_json *body, oai_request *r, oai_error *e) {
+    const g4_json *stop = g4_json_get(body, "stop");
+    if (!stop || stop->type == G4_JSON_NULL) return 0;
+    const g4_json *items = stop->type == G4_JSON_ARRAY ? stop->items : stop;
+    size_t n = stop->type == G4_JSON_ARRAY ? stop->len : 1;
+    if (stop->type != G4_JSON_ARRAY && stop->type != G4_JSON_STRING)
+        return oai_error_set(e, 400, "'stop' must be a string or an array of strings"), -1;
+    if (n > OAI_MAX_STOP) return oai_error_set(e, 400, "'stop' has more than %d strings", OAI_MAX_STOP), -1;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].type != G4_JSON_STRING || !items[i].len || strlen(items[i].str) != items[i].len)
+            return oai_error_set(e, 400, "'stop' strings must be non-empty strings"), -1;
+        if (!(r->stop[r->n_stop++] = strdup(items[i].str))) return OOM(e);
+    }
+    return 0;
+}
+
+static int get_prompt(const g4_json *body, const oai_model *m, oai_request *r, oai_error *e) {
+    const g4_json *p = g4_json_get(body, "prompt");
+    if (p && p->type == G4_JSON_ARRAY && p->len == 1 && p->items[0].type == G4_JSON_STRING) p = &p->items[0];
+    if (p && p->type == G4_JSON_STRING) return (r->prompt = strdup(p->str)) ? 0 : OOM(e);
+    if (!p || p->type != G4_JSON_ARRAY || !p->len)
+        return oai_error_set(e, 400, "'prompt' must be a string or a non-empty array of token ids"), -1;
+    if (p->len > INT32_MAX || !(r->ids = malloc(p->len * sizeof *r->ids))) return OOM(e);
+    for (size_t i = 0; i < p->len; i++) {
+        const g4_json *t = &p->items[i];
+        if (t->type != G4_JSON_NUMBER || !t->is_int || t->integer < 0 || t->integer >= m->n_vocab)
+            return oai_error_set(e, 400, "prompt[%zu] is not a token id (0..%d)", i, m->n_vocab - 1), -1;
+        r->ids[i] = (int32_t)t->integer;
+    }
+    r->n_ids = (int32_t)p->len;
+    return 0;
+}
+
+static int get_sampling(const g4_json *body, oai_request *r, oai_error *e) {
+    double temp = r->sampling.temperature, top_p = r->sampling.top_p, min_p = r->sampling.min_p, ignored = 0;
+    int64_t top_k = r->sampling.top_k, seed = -1, max_tokens = -1, n = 1;
+    if (get_number(body, "temperature", 0, 2, &temp, e) || get_number(body, "top_p", 0, 1, &top_p, e) ||
+        get_number(body, "min_p", 0, 1, &min_p, e) || get_int(body, "top_k", 0, INT32_MAX, &top_k, e) ||
+        get_int(body, "seed", -1, INT64_MAX, &seed, e) || get_int(body, "n", 1, 1, &n, e) ||
+        get_number(body, "presence_penalty", -2, 2, &ignored, e) ||
+        get_number(body, "frequency_penalty", -2, 2, &ignored, e) ||
+        get_int(body, "max_tokens", 1, INT32_MAX, &max_tokens, e) ||
+        get_int(body, "max_completion_tokens", 1, INT32_MAX, &max_tokens, e))
+        return -1;
+    r->sampling.temperature = (float)temp;
+    r->sampling.top_p = (float)top_p;
+    r->sampling.min_p = (float)min_p;
+    r->sampling.top_k = (int32_t)top_k;
+    if (seed >= 0) r->sampling.seed = (uint64_t)seed; /* else the caller's: random */
+    r->max_tokens = (int32_t)max_tokens;
+    return 0;
+}
+
+int oai_parse_request(const char *body, size_t len, bool chat, const oai_model *m, oai_request *r, oai_error *e) {
+    memset(r, 0, sizeof *r);
+    memset(e, 0, sizeof *e);
+    r->chat = chat;
+    r->sampling = m->sampling;
+    char err[G4_ERR_LEN];
+    g4_json *doc = g4_json_parse(body ? body : "", body ? len : 0, "body", err);
+    if (!doc) return oai_error_set(e, 400, "%s", err), -1;
+    int rc = -1;
+    if (doc->type != G4_JSON_OBJECT) {
+        oai_error_set(e, 400, "the body must be a JSON object");
+        goto done;
+    }
+    const g4_json *opts = get_typed(doc, "stream_options", G4_JSON_OBJECT, e);
+    if (e->status || get_bool(doc, "stream", &r->stream, e) || get_bool(opts, "include_usage", &r->include_usage, e) ||
+        get_bool(doc, "ignore_eos", &r->ignore_eos, e) || get_sampling(doc, r, e) || get_stop(doc, r, e))
+        goto done;
+    const g4_json *logprobs = g4_json_get(doc, "logprobs");
+    if (logprobs && !(logprobs->type == G4_JSON_NULL || (logprobs->type == G4_JSON_BOOL && !logprobs->boolean))) {
+        oai_error_set(e, 400, "'logprobs' is not supported");
+        goto done;
+    }
+    if (chat ? !(r->prompt = oai_render_chat(doc, m, &r->starts_in_thought, e)) : get_prompt(doc, m, r, e) != 0) goto done;
+    rc = 0;
+done:
+    g4_json_free(doc);
+    return rc;
+}
+
+void oai_request_free(oai_request *r) {
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->prompt);
+    free(r->ids);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static void write_usage(jw *w, const oai_usage *u) {
+    jw_printf(w, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                 "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+              u->n_prompt, u->n_gen, u->n_prompt + u->n_gen, u->n_cached);
+}
+
+/* llama-server's figures: prompt tokens processed (not cached) and generated */
+static void write_timings(jw *w, const oai_usage *u) {
+    const int32_t fed = u->n_prompt - u->n_cached;
+    jw_printf(w, "\"timings\":{\"cache_n\":%d,\"prompt_n\":%d,\"prompt_ms\":%.3f,\"prompt_per_token_ms\":%.3f,"
+                 "\"prompt_per_second\":%.3f,\"predicted_n\":%d,\"predicted_ms\":%.3f,\"predicted_per_token_ms\":%.3f,"
+                 "\"predicted_per_second\":%.3f}",
+              u->n_cached, fed, u->t_prompt_ms, fed ? u->t_prompt_ms / fed : 0.0,
+              u->t_prompt_ms > 0 ? 1e3 * fed / u->t_prompt_ms : 0.0, u->n_gen, u->t_gen_ms,
+              u->n_gen ? u->t_gen_ms / u->n_gen : 0.0, u->t_gen_ms > 0 ? 1e3 * u->n_gen / u->t_gen_ms : 0.0);
+}
+
+/* The fields every object of a response starts with. */
+static void write_head(jw *w, const oai_request *r, const oai_meta *meta, bool chunk) {
+    jw_cstr(w, "{\"id\":");
+    jw_qstr(w, meta->id);
+    jw_printf(w, ",\"object\":\"%s\",\"created\":%lld,\"model\":",
+              r->chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion", meta->created);
+    jw_qstr(w, meta->model);
+}
+
+static void write_tool_calls(jw *w, const oai_meta *meta, const g4_chat_output *out, bool with_index) {
+    jw_cstr(w, "\"tool_calls\":[");
+    for (size_t k = 0; k < out->n_calls; k++) {
+        if (k) jw_cstr(w, ",");
+        jw_cstr(w, "{");
+        if (with_index) jw_printf(w, "\"index\":%zu,", k);
+        jw_printf(w, "\"id\":\"call_%s_%zu\",\"type\":\"function\",\"function\":{\"name\":", meta->id, k);
+        jw_qstr(w, out->calls[k].name);
+        jw_cstr(w, ",\"arguments\":");
+        jw arguments = {0};
+        if (out->calls[k].args) oai_write_value(&arguments, out->calls[k].args);
+        else jw_cstr(&arguments, "{}");
+        jw_str(w, arguments.s ? arguments.s : "{}", arguments.len);
+        jw_free(&arguments);
+        jw_cstr(w, "}}");
+    }
+    jw_cstr(w, "]");
+}
+
+void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const char *text, size_t len,
+                        const char *finish, const oai_usage *u) {
+    write_head(w, r, meta, false);
+    if (!r->chat) {
+        jw_cstr(w, ",\"choices\":[{\"index\":0,\"text\":");
+        jw_str(w, text, len);
+        jw_printf(w, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish);
+    } else {
+        g4_chat_output out;
+        char err[G4_ERR_LEN];
+        bool parsed = g4_chat_parse_output(text, len, r->starts_in_thought, &out, err) == 0;
+        jw_cstr(w, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        if (!parsed) jw_str(w, text, len); /* not Gemma 4 syntax: the text as it came */
+        else if (out.n_calls && !*out.content) jw_cstr(w, "null");
+        else jw_qstr(w, out.content);
+        if (parsed && *out.reasoning) jw_cstr(w, ",\"reasoning_content\":"), jw_qstr(w, out.reasoning);
+        if (parsed && out.n_calls) jw_cstr(w, ","), write_tool_calls(w, meta, &out, false);
+        jw_printf(w, "},\"finish_reason\":\"%s\"}],",
+                  parsed && out.n_calls && !strcmp(finish, "stop") ? "tool_calls" : finish);
+        g4_chat_output_free(&out);
+    }
+    write_usage(w, u);
+    jw_cstr(w, ",");
+    write_timings(w, u);
+    jw_cstr(w, "}");
+}
+
+/* One SSE event: head, the choice written by the caller, tail. */
+static void chunk_begin(jw *w, const oai_request *r, const oai_meta *meta) {
+    jw_cstr(w, "data: ");
+    write_head(w, r, meta, true);
+    jw_cstr(w, ",\"choices\":[{\"index\":0,");
+}
+
+static void delta(jw *w, const oai_request *r, const oai_meta *meta, const char *field, const char *s, size_t n) {
+    if (!n) return;
+    chunk_begin(w, r, meta);
+    if (r->chat) jw_printf(w, "\"delta\":{\"%s\":", field);
+    else jw_cstr(w, "\"text\":");
+    jw_str(w, s, n);
+    jw_cstr(w, r->chat ? "},\"finish_reason\":null}]}\n\n" : ",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+}
+
+/* Text up to a tail that may be the start of a Gemma 4 marker, which would
+ * move text from the answer into a thought or a tool call once complete. */
+static size_t stable_len(const char *text, size_t len) {
+    static const char *const markers[] = {"<|channel>thought\n", "<channel|>", "<|tool_call>", "<turn|>",
+                                          "<|tool_response>", "<eos>"};
+    size_t hold = 0;
+    for (size_t m = 0; m < sizeof markers / sizeof markers[0]; m++)
+        for (size_t k = strlen(markers[m]) - 1; k > hold; k--)
+            if (k <= len && !memcmp(text + len - k, markers[m], k)) {
+                hold = k;
+                break;
+            }
+    return len - hold;
+}
+
+void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const char *text,
+                      size_t len, const char *finish, const oai_usage *u) {
+    if (r->chat && !finish) len = stable_len(text, len);
+    g4_chat_output out = {0};
+    bool have_out = false;
+    if (!r->chat) {
+        delta(w, r, meta, "text", text + st->sent_content, len - st->sent_content);
+        st->sent_content = len;
+    } else {
+        if (!st->started) {
+            chunk_begin(w, r, meta);
+            jw_cstr(w, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n");
+            st->started = true;
+        }
+        char err[G4_ERR_LEN];
+        /* The whole text is parsed again each time: the parts only grow, so
+         * what is new is what lies past the lengths already sent. Output
+         * that breaks the tool-call syntax stops the stream of parts. */
+        if (!st->parse_failed) st->parse_failed = g4_chat_parse_output(text, len, r->starts_in_thought, &out, err) != 0;
+        have_out = !st->parse_failed;
+        if (have_out) {
+            size_t nr = strlen(out.reasoning), nc = strlen(out.content);
+            if (nr > st->sent_reasoning)
+                delta(w, r, meta, "reasoning_content", out.reasoning + st->sent_reasoning, nr - st->sent_reasoning);
+            if (nc > st->sent_content) delta(w, r, meta, "content", out.content + st->sent_content, nc - st->sent_content);
+            if (nr > st->sent_reasoning) st->sent_reasoning = nr;
+            if (nc > st->sent_content) st->sent_content = nc;
+        }
+    }
+    if (finish) {
+        bool calls = have_out && out.n_calls;
+        if (calls) {
+            chunk_begin(w, r, meta);
+            jw_cstr(w, "\"delta\":{");
+            write_tool_calls(w, meta, &out, true);
+            jw_cstr(w, "},\"finish_reason\":null}]}\n\n");
+        }
+        chunk_begin(w, r, meta);
+        jw_printf(w, "%s\"finish_reason\":\"%s\"}],", r->chat ? "\"delta\":{}," : "\"text\":\"\",\"logprobs\":null,",
+                  calls && !strcmp(finish, "stop") ? "tool_calls" : finish);
+        write_timings(w, u); /* on the last chunk, as llama-server does */
+        jw_cstr(w, "}\n\n");
+        if (r->include_usage) {
+            jw_cstr(w, "data: ");
+            write_head(w, r, meta, true);
+            jw_cstr(w, ",\"choices\":[],");
+            write_usage(w, u);
+            jw_cstr(w, "}\n\n");
+        }
+        jw_cstr(w, "data: [DONE]\n\n");
+    }
+    g4_chat_output_free(&out);
+}

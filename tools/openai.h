@@ -1,0 +1,95 @@
+/* The OpenAI-compatible API in terms of the engine: request bodies parsed
+ * and checked into oai_request, and the JSON of responses, stream chunks
+ * and errors (shapes of OpenAI's API, plus llama-server's "timings").
+ * Nothing here touches sockets or the scheduler, so it is tested directly. */
+#ifndef G4_OPENAI_H
+#define G4_OPENAI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gemma4.h"
+#include "gguf/json.h"
+#include "tokenizer/chat.h"
+#include "tools/json_write.h"
+
+#define OAI_MAX_STOP 16 /* stop strings per request */
+
+typedef struct oai_error {
+    int status;       /* HTTP status */
+    const char *type; /* "invalid_request_error", ... */
+    char message[G4_ERR_LEN];
+} oai_error;
+
+/* A generation request, chat or plain completion. */
+typedef struct oai_request {
+    bool chat;
+    bool stream, include_usage;
+    int32_t max_tokens;         /* -1: until end of generation or a full context */
+    gemma4_sampling sampling;   /* the model's defaults overridden by the request */
+    char *stop[OAI_MAX_STOP];
+    int n_stop;
+    bool ignore_eos;            /* extension (llama-server): never stop at end of generation */
+    char *prompt;               /* chat: the rendered conversation; completion: the text (NULL with ids) */
+    int32_t *ids;               /* completion given as token ids */
+    int32_t n_ids;
+    bool starts_in_thought;     /* chat: the prompt ends inside an open thought channel */
+} oai_request;
+
+/* What a model contributes to parsing: defaults and limits. */
+typedef struct oai_model {
+    gemma4_sampling sampling;
+    bool empty_thought_channel;
+    int32_t n_vocab;
+} oai_model;
+
+/* Parses a /v1/chat/completions (chat) or /v1/completions body. 0, or -1
+ * with e filled (4xx). Free r with oai_request_free either way. */
+int oai_parse_request(const char *body, size_t len, bool chat, const oai_model *m, oai_request *r, oai_error *e);
+void oai_request_free(oai_request *r);
+
+/* The conversation of a chat body (messages, tools, tool_choice,
+ * chat_template_kwargs) rendered as the prompt, malloc'd, no <bos>: for
+ * chat completions and /apply-template. NULL with e filled. */
+char *oai_render_chat(const g4_json *body, const oai_model *m, bool *starts_in_thought, oai_error *e);
+
+void oai_error_set(oai_error *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* {"error":{"code":...,"message":...,"type":...}} */
+void oai_write_error(jw *w, const oai_error *e);
+
+/* Figures of one finished request. */
+typedef struct oai_usage {
+    int32_t n_prompt, n_cached, n_gen;
+    double t_prompt_ms, t_gen_ms;
+} oai_usage;
+
+/* What every response object of one request repeats. */
+typedef struct oai_meta {
+    char id[48];
+    long long created;
+    const char *model;
+} oai_meta;
+
+/* The answer as a whole. text: the generated text (chat: with control
+ * tokens, for the output parser). finish: "stop" or "length" ("stop"
+ * becomes "tool_calls" when the model called tools). */
+void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const char *text, size_t len,
+                        const char *finish, const oai_usage *u);
+
+/* Streaming: what was already sent of the answer's parts. */
+typedef struct oai_stream {
+    size_t sent_content, sent_reasoning;
+    bool started, parse_failed;
+} oai_stream;
+
+/* Appends to w the SSE events ("data: {...}\n\n") for the text generated
+ * so far (text[0..len) as a whole, of which the part new since the last
+ * call is sent). With finish set it is the last call: the rest, the tool
+ * calls, the finish chunk, the usage chunk if asked for, and [DONE]. */
+void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const char *text,
+                      size_t len, const char *finish, const oai_usage *u);
+
+/* JSON text of a chat value (tool-call arguments for the API). */
+void oai_write_value(jw *w, const g4_chat_value *v);
+
+#endif

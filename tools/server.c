@@ -1,0 +1,460 @@
+#include "tools/server.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct srv_job {
+    srv *s;
+    int refs; /* the caller's and the scheduler's */
+    int32_t *ids, n_ids, max_tokens;
+    gemma4_sampler *smp;
+    char *stop[OAI_MAX_STOP];
+    int n_stop;
+    size_t max_hold; /* longest stop string - 1: text that may still become one */
+    bool ignore_eos, render_special;
+    bool cancelled, done;
+    const char *finish;
+    oai_error error;  /* status 0 unless it failed */
+    jw text;          /* generated so far, a stop string and what follows cut off */
+    size_t ready;     /* bytes of text that can no longer change */
+    size_t taken;     /* bytes of text handed to the caller */
+    oai_usage usage;
+    double t_admit, t_first;
+    pthread_cond_t cond;
+    srv_job *next; /* in the queue */
+};
+
+typedef struct slot {
+    srv_job *job;     /* NULL: free; its sequence keeps the last tokens for reuse */
+    int32_t n_fed;    /* prompt tokens in the cache */
+    int32_t last;     /* sampled token, fed at the next step */
+    bool generating;
+    g4_detok detok;
+} slot;
+
+struct srv {
+    const gemma4_model *m;
+    const g4_vocab *v;
+    gemma4_session *sess;
+    srv_params p;
+    int32_t n_vocab;
+    slot *slots;
+    char *piece; /* one token's bytes */
+    size_t piece_cap;
+    /* batch of one step */
+    int32_t *tok, *seq, *row_slot;
+    bool *want;
+    float *logits;
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* work arrived or stop */
+    pthread_t thread;
+    bool stopping, started;
+    srv_job *queue_head, *queue_tail;
+    int32_t n_queued, n_active;
+    /* metrics */
+    uint64_t n_prompt_total, n_gen_total, n_requests;
+    double t_prompt_total, t_gen_total;
+    g4_kv_usage kv;
+    int64_t kv_positions; /* tokens held by all sequences */
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void job_free(srv_job *j) {
+    free(j->ids);
+    gemma4_sampler_free(j->smp);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    jw_free(&j->text);
+    pthread_cond_destroy(&j->cond);
+    free(j);
+}
+
+/* Drops one reference; the caller holds s->mu. */
+static void job_unref(srv_job *j) {
+    if (--j->refs == 0) job_free(j);
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+/* Marks the text final up to where no stop string can still begin, or cuts
+ * it at the first stop string (true: the job is over). */
+static bool apply_stop(srv_job *j, size_t from) {
+    const size_t len = j->text.len;
+    size_t cut = len;
+    for (int i = 0; i < j->n_stop; i++) {
+        size_t n = strlen(j->stop[i]);
+        size_t start = from > n ? from - n + 1 : 0;
+        char *hit = len >= start + n ? memmem(j->text.s + start, len - start, j->stop[i], n) : NULL;
+        if (hit && (size_t)(hit - j->text.s) < cut) cut = (size_t)(hit - j->text.s);
+    }
+    if (cut < len) {
+        j->text.s[j->text.len = cut] = 0;
+        j->ready = cut;
+        return true;
+    }
+    size_t hold = 0; /* longest tail of the text that starts a stop string */
+    for (int i = 0; i < j->n_stop; i++)
+        for (size_t k = strlen(j->stop[i]) - 1; k > hold; k--)
+            if (k <= len && !memcmp(j->text.s + len - k, j->stop[i], k)) {
+                hold = k;
+                break;
+            }
+    j->ready = len - hold;
+    return false;
+}
+
+/* Ends the job of slot i (finish NULL with j->error set: failed). The
+ * sequence stays for prefix reuse unless the job was cancelled or failed.
+ * Caller holds s->mu. */
+static void finish_slot(srv *s, int32_t i, const char *finish) {
+    slot *sl = &s->slots[i];
+    srv_job *j = sl->job;
+    if (sl->generating) {
+        size_t n = g4_detok_flush(&sl->detok, s->piece, s->piece_cap);
+        jw_raw(&j->text, s->piece, n);
+    }
+    j->ready = j->text.len;
+    double t = now_s();
+    j->usage.t_prompt_ms = 1e3 * ((j->t_first ? j->t_first : t) - j->t_admit);
+    j->usage.t_gen_ms = j->t_first ? 1e3 * (t - j->t_first) : 0;
+    j->finish = finish;
+    j->done = true;
+    if (j->text.oom && !j->error.status) oai_error_set(&j->error, 500, "out of memory");
+    if (j->cancelled || j->error.status) gemma4_seq_remove(s->sess, i);
+    pthread_cond_broadcast(&j->cond);
+    sl->job = NULL;
+    sl->generating = false;
+    s->n_active--;
+    job_unref(j);
+}
+
+srv_job *srv_submit(srv *s, const oai_request *r, const int32_t *ids, int32_t n, oai_error *e) {
+    if (n <= 0 || n >= s->p.n_ctx)
+        return oai_error_set(e, 400, "the prompt has %d tokens; the context holds %d (prompt and answer)", n, s->p.n_ctx), NULL;
+    srv_job *j = calloc(1, sizeof *j);
+    if (!j) return oai_error_set(e, 500, "out of memory"), NULL;
+    pthread_cond_init(&j->cond, NULL);
+    j->s = s;
+    j->refs = 2;
+    j->n_ids = n;
+    j->max_tokens = r->max_tokens;
+    j->ignore_eos = r->ignore_eos;
+    j->render_special = r->chat;
+    bool ok = (j->ids = malloc((size_t)n * sizeof *j->ids)) != NULL;
+    for (int i = 0; ok && i < r->n_stop; i++) {
+        ok = (j->stop[j->n_stop++] = strdup(r->stop[i])) != NULL;
+        if (ok && strlen(r->stop[i]) > j->max_hold + 1) j->max_hold = strlen(r->stop[i]) - 1;
+    }
+    if (!ok) return job_free(j), oai_error_set(e, 500, "out of memory"), NULL;
+    memcpy(j->ids, ids, (size_t)n * sizeof *ids);
+    if (!(j->smp = gemma4_sampler_new(&r->sampling, s->n_vocab)))
+        return job_free(j), oai_error_set(e, 400, "invalid sampling settings"), NULL;
+    jw_cstr(&j->text, "");
+    j->usage.n_prompt = n;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || s->n_queued >= s->p.queue_max) {
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        job_free(j);
+        if (stopping) oai_error_set(e, 503, "the server is shutting down");
+        else oai_error_set(e, 503, "all %d slots are busy and %d requests are waiting", s->p.n_parallel, s->p.queue_max);
+        return NULL;
+    }
+    if (s->queue_tail) s->queue_tail->next = j;
+    else s->queue_head = j;
+    s->queue_tail = j;
+    s->n_queued++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    return j;
+}
+
+int srv_job_wait(srv_job *j, jw *out, int timeout_ms, const char **finish, oai_usage *u, oai_error *e) {
+    srv *s = j->s;
+    pthread_mutex_lock(&s->mu);
+    if (!j->done && j->ready == j->taken) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)timeout_ms * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&j->cond, &s->mu, &until);
+    }
+    jw_raw(out, j->text.s + j->taken, j->ready - j->taken);
+    j->taken = j->ready;
+    bool done = j->done;
+    if (done) {
+        *finish = j->finish;
+        *u = j->usage;
+        *e = j->error;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return done;
+}
+
+void srv_job_cancel(srv_job *j) {
+    pthread_mutex_lock(&j->s->mu);
+    j->cancelled = true;
+    pthread_cond_signal(&j->s->wake);
+    pthread_mutex_unlock(&j->s->mu);
+}
+
+void srv_job_release(srv_job *j) {
+    srv *s = j->s;
+    pthread_mutex_lock(&s->mu);
+    j->cancelled = true;
+    pthread_cond_signal(&s->wake);
+    job_unref(j);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- scheduling */
+
+/* Puts job j into free slot i: the slot (or a busy one, forked) sharing the
+ * longest prefix with its prompt was chosen by the caller; keeps that much. */
+static void admit(srv *s, srv_job *j) {
+    const int32_t n_slot = s->p.n_parallel;
+    int32_t best = -1, best_len = -1, src = -1, src_len = -1;
+    for (int32_t i = 0; i < n_slot; i++) {
+        int32_t l = gemma4_seq_common_prefix(s->sess, i, j->ids, j->n_ids - 1); /* the last is fed for its logits */
+        if (!s->slots[i].job && l > best_len) best = i, best_len = l;
+        if (s->slots[i].job && l > src_len) src = i, src_len = l;
+    }
+    char err[G4_ERR_LEN];
+    if (src >= 0 && src_len > best_len && gemma4_seq_fork(s->sess, src, best, err) == 0) best_len = src_len;
+    slot *sl = &s->slots[best];
+    sl->job = j;
+    sl->n_fed = gemma4_seq_truncate(s->sess, best, best_len);
+    sl->generating = false;
+    g4_detok_init(&sl->detok, s->v, j->render_special);
+    j->usage.n_cached = sl->n_fed;
+    j->t_admit = now_s();
+    s->n_active++;
+}
+
+/* Appends sampled token id to slot i's job; true when the job is over. */
+static bool take_token(srv *s, int32_t i, int32_t id, const char **finish) {
+    slot *sl = &s->slots[i];
+    srv_job *j = sl->job;
+    if (!j->ignore_eos && g4_vocab_is_eog(s->v, id)) return *finish = "stop", true;
+    j->usage.n_gen++;
+    size_t from = j->text.len;
+    size_t n = g4_detok_push(&sl->detok, id, s->piece, s->piece_cap);
+    jw_raw(&j->text, s->piece, n);
+    pthread_cond_broadcast(&j->cond);
+    if (apply_stop(j, from)) return *finish = "stop", true;
+    if (j->max_tokens >= 0 && j->usage.n_gen >= j->max_tokens) return *finish = "length", true;
+    if (gemma4_seq_pos(s->sess, i) + 1 >= s->p.n_ctx) return *finish = "length", true;
+    sl->last = id;
+    return false;
+}
+
+/* The one forward step over every active sequence. */
+static int forward_step(srv *s, int32_t n, char *err) {
+    return gemma4_decode(s->sess, n, s->tok, s->seq, s->want, s->logits, err);
+}
+
+/* Builds and runs one step; false when there was nothing to do. */
+static bool step(srv *s) {
+    const int32_t n_slot = s->p.n_parallel;
+    int32_t n = 0, n_rows = 0, n_gen = 0;
+    for (int32_t i = 0; i < n_slot; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->job || !sl->generating) continue;
+        s->tok[n] = sl->last, s->seq[n] = i, s->want[n] = true, n++;
+        s->row_slot[n_rows++] = i;
+        n_gen++;
+    }
+    /* prompts: what the batch has room for, first come first served */
+    for (int32_t i = 0; i < n_slot && n < s->p.n_batch; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->job || sl->generating) continue;
+        int32_t take = sl->job->n_ids - sl->n_fed;
+        if (take > s->p.n_batch - n) take = s->p.n_batch - n;
+        for (int32_t k = 0; k < take; k++)
+            s->tok[n] = sl->job->ids[sl->n_fed + k], s->seq[n] = i, s->want[n] = false, n++;
+        sl->n_fed += take;
+        if (sl->n_fed == sl->job->n_ids) s->want[n - 1] = true, s->row_slot[n_rows++] = i;
+    }
+    if (!n) return false;
+    char err[G4_ERR_LEN];
+    double t0 = now_s();
+    int rc = forward_step(s, n, err);
+    double t1 = now_s();
+
+    pthread_mutex_lock(&s->mu);
+    if (rc) { /* e.g. the KV memory cap: the requests of this step fail */
+        for (int32_t i = 0; i < n_slot; i++)
+            if (s->slots[i].job) oai_error_set(&s->slots[i].job->error, 500, "%s", err), finish_slot(s, i, NULL);
+        pthread_mutex_unlock(&s->mu);
+        return true;
+    }
+    s->n_prompt_total += (uint64_t)(n - n_gen);
+    s->n_gen_total += (uint64_t)n_gen;
+    if (n_gen) s->t_gen_total += t1 - t0;
+    else s->t_prompt_total += t1 - t0;
+    for (int32_t r = 0; r < n_rows; r++) {
+        const int32_t i = s->row_slot[r];
+        slot *sl = &s->slots[i];
+        float *lg = s->logits + (size_t)r * (size_t)s->n_vocab;
+        if (sl->job->ignore_eos)
+            for (int32_t id = 0; id < s->n_vocab; id++)
+                if (g4_vocab_is_eog(s->v, id)) lg[id] = -INFINITY;
+        if (!sl->generating) {
+            sl->generating = true;
+            sl->job->t_first = t1;
+            gemma4_seq_checkpoint(s->sess, i); /* the next turn resumes at the end of this prompt */
+        }
+        const char *finish = NULL;
+        if (take_token(s, i, gemma4_sample(sl->job->smp, lg), &finish)) finish_slot(s, i, finish);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+static void update_usage(srv *s) {
+    g4_kv_usage u;
+    gemma4_kv_usage(s->sess, &u);
+    int64_t pos = 0;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) pos += gemma4_seq_pos(s->sess, i);
+    pthread_mutex_lock(&s->mu);
+    s->kv = u;
+    s->kv_positions = pos;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *scheduler(void *arg) {
+    srv *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        for (int32_t i = 0; i < s->p.n_parallel; i++)
+            if (s->slots[i].job && (s->slots[i].job->cancelled || s->stopping)) {
+                if (s->stopping && !s->slots[i].job->cancelled)
+                    oai_error_set(&s->slots[i].job->error, 503, "the server is shutting down");
+                finish_slot(s, i, s->slots[i].job->error.status ? NULL : "stop");
+            }
+        while (s->queue_head && (s->queue_head->cancelled || s->stopping || s->n_active < s->p.n_parallel)) {
+            srv_job *j = s->queue_head;
+            s->queue_head = j->next;
+            if (!s->queue_head) s->queue_tail = NULL;
+            s->n_queued--;
+            if (j->cancelled || s->stopping) {
+                if (s->stopping) oai_error_set(&j->error, 503, "the server is shutting down");
+                j->done = true;
+                pthread_cond_broadcast(&j->cond);
+                job_unref(j);
+                continue;
+            }
+            s->n_requests++;
+            admit(s, j);
+        }
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        bool idle = s->n_active == 0;
+        pthread_mutex_unlock(&s->mu);
+        if (!idle) step(s);
+        update_usage(s);
+        if (!idle) continue;
+        pthread_mutex_lock(&s->mu);
+        if (!s->queue_head && !s->stopping) pthread_cond_wait(&s->wake, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+srv *srv_new(const gemma4_model *m, const srv_params *p, char *err) {
+    srv *s = calloc(1, sizeof *s);
+    if (!s) return snprintf(err, G4_ERR_LEN, "server: out of memory"), NULL;
+    s->m = m;
+    s->v = gemma4_model_vocab(m);
+    s->p = *p;
+    s->n_vocab = gemma4_n_vocab(m);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    gemma4_session_params sp = {.n_ctx = p->n_ctx, .n_threads = p->n_threads, .n_seq = p->n_parallel,
+                                .n_ubatch = p->n_batch, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
+    if (!(s->sess = gemma4_session_new(m, &sp, err))) return srv_free(s), NULL;
+    s->p.n_ctx = gemma4_session_n_ctx(s->sess);
+    if (s->p.n_batch < s->p.n_parallel) s->p.n_batch = s->p.n_parallel;
+    const size_t nb = (size_t)s->p.n_batch, np = (size_t)p->n_parallel;
+    s->piece_cap = g4_vocab_max_piece(s->v) + G4_DETOK_HELD;
+    s->slots = calloc(np, sizeof *s->slots);
+    s->piece = malloc(s->piece_cap);
+    s->tok = malloc(nb * sizeof *s->tok);
+    s->seq = malloc(nb * sizeof *s->seq);
+    s->want = malloc(nb * sizeof *s->want);
+    s->row_slot = malloc(np * sizeof *s->row_slot);
+    s->logits = malloc(np * (size_t)s->n_vocab * sizeof *s->logits);
+    if (!s->slots || !s->piece || !s->tok || !s->seq || !s->want || !s->row_slot || !s->logits)
+        return snprintf(err, G4_ERR_LEN, "server: out of memory"), srv_free(s), NULL;
+    if (pthread_create(&s->thread, NULL, scheduler, s))
+        return snprintf(err, G4_ERR_LEN, "server: cannot start the scheduler thread"), srv_free(s), NULL;
+    s->started = true;
+    return s;
+}
+
+int32_t srv_n_ctx(const srv *s) { return s->p.n_ctx; }
+
+void srv_stop(srv *s) {
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    if (s->started) pthread_join(s->thread, NULL);
+    s->started = false;
+}
+
+void srv_free(srv *s) {
+    if (!s) return;
+    srv_stop(s);
+    gemma4_session_free(s->sess);
+    free(s->slots), free(s->piece), free(s->tok), free(s->seq), free(s->want), free(s->row_slot), free(s->logits);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    free(s);
+}
+
+void srv_metrics(srv *s, jw *w) {
+    pthread_mutex_lock(&s->mu);
+    const double cap = (double)s->p.n_parallel * s->p.n_ctx;
+    static const char *const help[][3] = {
+        {"prompt_tokens_total", "counter", "Prompt tokens processed."},
+        {"prompt_seconds_total", "counter", "Time spent on steps that only processed prompts."},
+        {"tokens_predicted_total", "counter", "Tokens generated."},
+        {"tokens_predicted_seconds_total", "counter", "Time spent on steps that generated tokens."},
+        {"n_decode_total", "counter", "Requests admitted to a slot."},
+        {"prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s."},
+        {"predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s (all sequences)."},
+        {"kv_cache_usage_ratio", "gauge", "KV positions held / (slots * context)."},
+        {"kv_cache_tokens", "gauge", "KV positions held by all sequences."},
+        {"kv_cache_bytes", "gauge", "KV page memory in use."},
+        {"requests_processing", "gauge", "Requests in a slot."},
+        {"requests_deferred", "gauge", "Requests waiting for a slot."},
+    };
+    const double values[] = {
+        (double)s->n_prompt_total, s->t_prompt_total, (double)s->n_gen_total, s->t_gen_total, (double)s->n_requests,
+        s->t_prompt_total > 0 ? s->n_prompt_total / s->t_prompt_total : 0,
+        s->t_gen_total > 0 ? s->n_gen_total / s->t_gen_total : 0, cap > 0 ? s->kv_positions / cap : 0,
+        (double)s->kv_positions, (double)s->kv.bytes_used, s->n_active, s->n_queued,
+    };
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        jw_printf(w, "# HELP llamacpp:%s %s\n# TYPE llamacpp:%s %s\nllamacpp:%s ", help[i][0], help[i][2], help[i][0],
+                  help[i][1], help[i][0]);
+        jw_num(w, values[i]);
+        jw_cstr(w, "\n");
+    }
+}

@@ -1,0 +1,58 @@
+/* The generation scheduler behind `gemma4 serve`: one thread owns the
+ * session and advances every active request together, one batched forward
+ * step (gemma4_decode) at a time. Each of the --parallel slots is one KV
+ * sequence. A step carries the next token of every generating slot plus
+ * chunks of the prompts being processed, up to n_batch tokens, so a long
+ * prompt is fed in pieces between decoding steps instead of stalling them.
+ * New requests take a free slot between steps; requests beyond the free
+ * slots wait in a bounded queue. A finished request leaves its tokens in
+ * its slot: a later prompt starting the same way (the next turn of a chat)
+ * goes to the slot sharing the longest prefix and only feeds the rest; when
+ * a busy slot shares more, its sequence is forked (pages shared). */
+#ifndef G4_SERVER_H
+#define G4_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gemma4.h"
+#include "tools/json_write.h"
+#include "tools/openai.h"
+
+typedef struct srv_params {
+    int32_t n_parallel; /* slots = sequences generating at once */
+    int32_t n_ctx;      /* positions per sequence */
+    int32_t n_threads;
+    int32_t n_batch;    /* tokens per step at most */
+    int32_t queue_max;  /* requests waiting for a slot at most; more get 503 */
+} srv_params;
+
+typedef struct srv srv;
+typedef struct srv_job srv_job;
+
+/* Starts the scheduler thread over model m (which must outlive it). */
+srv *srv_new(const gemma4_model *m, const srv_params *p, char *err);
+/* Cancels every request and stops the thread (idempotent); srv_free also. */
+void srv_stop(srv *s);
+void srv_free(srv *s);
+int32_t srv_n_ctx(const srv *s);
+
+/* Queues a generation of prompt ids[0..n) (copied). r gives the limits,
+ * sampling, stop strings and whether control tokens are rendered (chat).
+ * NULL with e set: prompt too long (400), bad sampling (400), queue full
+ * or shutting down (503). */
+srv_job *srv_submit(srv *s, const oai_request *r, const int32_t *ids, int32_t n, oai_error *e);
+/* Waits up to timeout_ms for news. Appends the text that became final since
+ * the last call to out. Returns 1 when the job is over (then *finish is
+ * "stop" or "length", or NULL with e set when it failed, and *u holds its
+ * figures), else 0. */
+int srv_job_wait(srv_job *j, jw *out, int timeout_ms, const char **finish, oai_usage *u, oai_error *e);
+/* The client is gone: the job ends at the next step and its sequence is freed. */
+void srv_job_cancel(srv_job *j);
+/* The caller's last use of j (cancels it if still running). */
+void srv_job_release(srv_job *j);
+
+/* Prometheus text exposition of the counters (llama-server's names). */
+void srv_metrics(srv *s, jw *w);
+
+#endif
