@@ -21,6 +21,7 @@
 
 #include "gemma4.h"
 #include "gguf/json.h"
+#include "tests/fixtures.h"
 #include "tests/harness.h"
 #include "tools/commands.h"
 #include "tools/convert.h"
@@ -425,16 +426,6 @@ static void compare_gguf(const char *label, const gguf_file *got, const gguf_fil
 
 /* ---- logits ---- */
 
-static int read_tokens(const char *sidecar, int32_t *ids, int max) {
-    char err[G4_ERR_LEN];
-    g4_json *j = g4_json_parse_file(sidecar, err);
-    const g4_json *t = g4_json_get_type(j, "tokens", G4_JSON_ARRAY);
-    int n = t ? (int)t->len : -1;
-    for (int i = 0; i < n && i < max; i++) ids[i] = (int32_t)t->items[i].integer;
-    g4_json_free(j);
-    return n <= max ? n : -1;
-}
-
 /* All-position logits of a model file (NULL on failure). */
 static float *eval_model(const char *path, const int32_t *ids, int n) {
     char err[G4_ERR_LEN];
@@ -446,22 +437,6 @@ static float *eval_model(const char *path, const int32_t *ids, int n) {
     gemma4_session_free(s);
     gemma4_model_free(m);
     return l;
-}
-
-/* Mean over positions of KL(softmax(p) || softmax(q)). */
-static double mean_kld(const float *p, const float *q, int n) {
-    double total = 0;
-    for (int t = 0; t < n; t++) {
-        const float *a = p + t * N_VOCAB, *b = q + t * N_VOCAB;
-        double ma = a[0], mb = b[0], za = 0, zb = 0;
-        for (int i = 1; i < N_VOCAB; i++) ma = fmax(ma, a[i]), mb = fmax(mb, b[i]);
-        for (int i = 0; i < N_VOCAB; i++) za += exp(a[i] - ma), zb += exp(b[i] - mb);
-        for (int i = 0; i < N_VOCAB; i++) {
-            double la = a[i] - ma - log(za), lb = b[i] - mb - log(zb);
-            total += exp(la) * (la - lb);
-        }
-    }
-    return total / n;
 }
 
 /* ---- the tests ---- */
@@ -503,16 +478,15 @@ static void test_round_trip(const char *tmp) {
         }
         /* the F32 conversion through the forward pass gives llama.cpp's logits */
         int32_t ids[128];
-        snprintf(path, sizeof path, "%s/logits/%s_f32.short.json", fx, shapes[si]);
-        int n = read_tokens(path, ids, 128);
-        CHECK(n > 0, "tokens of %s", path);
+        char name[64];
+        snprintf(name, sizeof name, "%s_f32.short", shapes[si]);
+        int n = fixture_tokens(name, ids, 128);
+        CHECK(n > 0, "tokens of %s", name);
         snprintf(out, sizeof out, "%s/%s_f32.gguf", tmp, shapes[si]);
         float *ours = n > 0 ? eval_model(out, ids, n) : NULL;
-        snprintf(path, sizeof path, "%s/logits/%s_f32.short.logits.f32", fx, shapes[si]);
-        size_t len = 0;
-        float *ref = (float *)g4_read_file(path, &len, err);
-        CHECK(ours && ref && len == (size_t)n * N_VOCAB * 4, "logits for %s", out);
-        if (ours && ref && len == (size_t)n * N_VOCAB * 4) {
+        float *ref = n > 0 ? fixture_logits(name, n, N_VOCAB) : NULL;
+        CHECK(ours && ref, "logits for %s", out);
+        if (ours && ref) {
             double mx = 0, mean = 0;
             for (int i = 0; i < n * N_VOCAB; i++) {
                 double d = fabs((double)ours[i] - ref[i]);
@@ -677,13 +651,12 @@ static void test_qat_model(const char *tmp) {
     CHECK(exact[1] < total * 3 / 4, "naive: %lld of %lld blocks exact", (long long)exact[1], (long long)total);
     /* quality: KL from the unquantised (F32, on-grid values) model */
     int32_t ids[128];
-    snprintf(path, sizeof path, "%s/logits/dense_f32.long.json", test_fixtures_dir());
-    int n = read_tokens(path, ids, 128);
+    int n = fixture_tokens("dense_f32.long", ids, 128);
     float *l[3] = {NULL, NULL, NULL};
     for (int v = 0; v < 3 && n > 0; v++) l[v] = eval_model(out[v], ids, n);
     CHECK(l[0] && l[1] && l[2], "logits of the QAT model variants");
     if (l[0] && l[1] && l[2]) {
-        double kn = mean_kld(l[0], l[1], n), kq = mean_kld(l[0], l[2], n);
+        double kn = logits_kld_sum(l[0], l[1], n, N_VOCAB) / n, kq = logits_kld_sum(l[0], l[2], n, N_VOCAB) / n;
         printf("QAT dense-shaped model, %d tokens: mean KL from unquantised: naive q4_0 %.3e, --qat q4_0 %.3e\n", n, kn, kq);
         CHECK(kq < kn / 4, "--qat KL %g not well below naive %g", kq, kn);
     }

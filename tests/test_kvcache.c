@@ -13,7 +13,7 @@
 #include "gemma4.h"
 #include "kvcache.h"
 #include "tests/harness.h"
-#include "tests/json_mini.h"
+#include "tests/fixtures.h"
 #include "tools/mkmodel.h"
 
 /* ---------------------------------------------------------------- page accounting */
@@ -177,25 +177,9 @@ static void test_pages(void) {
 #define MAX_TOK 128
 
 static int read_fixture_tokens(const char *model, int32_t *ids) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/logits/%s.long.json", test_fixtures_dir(), model);
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    fclose(f);
-    json_value doc;
-    int count = -1;
-    if (buf && json_parse(buf, n, &doc)) {
-        const json_value *t = json_get(&doc, "tokens");
-        if (t && t->type == JSON_ARRAY && t->len <= MAX_TOK) {
-            count = (int)t->len;
-            for (int i = 0; i < count; i++) ids[i] = (int32_t)t->items[i].number;
-        }
-        json_free(&doc);
-    }
-    free(buf);
-    return count;
+    char name[128];
+    snprintf(name, sizeof name, "%s.long", model);
+    return fixture_tokens(name, ids, MAX_TOK);
 }
 
 /* All n rows of logits of one sequence fed n_ubatch tokens at a time. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/fixtures.h"
 #include "tests/harness.h"
 
 #define N_VOCAB 512
@@ -26,47 +27,6 @@ static const char *seqs[] = {"short", "long"};
 #define Q_ARGMAX_MIN 0.99
 #define KLD_RATIO_MAX 1.10
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) free(buf), buf = NULL;
-    fclose(f);
-    if (buf) buf[n] = 0, *len = (size_t)n;
-    return buf;
-}
-
-/* The "tokens" array of a sidecar JSON file. */
-static int read_tokens(const char *path, int32_t *ids) {
-    size_t len;
-    char *js = slurp(path, &len);
-    if (!js) return -1;
-    const char *p = strstr(js, "\"tokens\"");
-    int n = -1;
-    if (p && (p = strchr(p, '['))) {
-        n = 0;
-        for (p++; *p && *p != ']' && n < MAX_TOK;) {
-            char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p) { p++; continue; }
-            ids[n++] = (int32_t)v;
-            p = end;
-        }
-    }
-    free(js);
-    return n;
-}
-
-static float *read_logits(const char *path, int n_tok) {
-    size_t len;
-    char *buf = slurp(path, &len);
-    if (buf && len != (size_t)n_tok * N_VOCAB * sizeof(float)) free(buf), buf = NULL;
-    return (float *)buf;
-}
-
 /* Runs `gemma4 logits` and returns n_tok x N_VOCAB floats. */
 static float *run_logits(const char *model, const int32_t *ids, int n, int ubatch) {
     const char *bin = getenv("GEMMA4_BIN") ? getenv("GEMMA4_BIN") : "build/gemma4";
@@ -78,7 +38,10 @@ static float *run_logits(const char *model, const int32_t *ids, int n, int ubatc
     int k = snprintf(cmd, 8192, "%s %s logits -m %s -o %s -t 2 --tokens ", run, bin, model, out);
     for (int i = 0; i < n; i++) k += snprintf(cmd + k, 8192 - (size_t)k, i ? ",%d" : "%d", ids[i]);
     if (ubatch) snprintf(cmd + k, 8192 - (size_t)k, " --ubatch %d", ubatch);
-    float *l = system(cmd) == 0 ? read_logits(out, n) : NULL;
+    size_t len = 0;
+    char err[G4_ERR_LEN];
+    float *l = system(cmd) == 0 ? (float *)g4_read_file(out, &len, err) : NULL;
+    if (l && len != (size_t)n * N_VOCAB * sizeof *l) free(l), l = NULL;
     remove(out);
     free(cmd);
     return l;
@@ -108,69 +71,50 @@ static diff compare(const float *a, const float *b, int n_tok) {
     return d;
 }
 
-/* Sum over positions of KL(softmax(p) || softmax(q)), in double. */
-static double sum_kld(const float *p, const float *q, int n_tok) {
-    double total = 0;
-    for (int t = 0; t < n_tok; t++) {
-        const float *a = p + t * N_VOCAB, *b = q + t * N_VOCAB;
-        double ma = a[0], mb = b[0], za = 0, zb = 0, kl = 0;
-        for (int i = 1; i < N_VOCAB; i++) ma = fmax(ma, a[i]), mb = fmax(mb, b[i]);
-        for (int i = 0; i < N_VOCAB; i++) za += exp(a[i] - ma), zb += exp(b[i] - mb);
-        for (int i = 0; i < N_VOCAB; i++) {
-            double la = a[i] - ma - log(za), lb = b[i] - mb - log(zb);
-            kl += exp(la) * (la - lb);
-        }
-        total += kl;
-    }
-    return total;
-}
-
 int main(void) {
     const char *fx = test_fixtures_dir();
-    char path[1024];
+    char name[64];
     double kld_ours[3][4] = {{0}}, kld_ref[3][4] = {{0}};
     int kld_n[3][4] = {{0}};
     printf("%-18s %-7s %10s %10s %8s\n", "model.seq", "path", "max|d|", "mean|d|", "argmax");
     for (size_t si = 0; si < 3; si++) {
         for (size_t qi = 0; qi < 2; qi++) {
             int32_t ids[MAX_TOK];
-            snprintf(path, sizeof path, "%s/logits/%s_f32.%s.json", fx, shapes[si], seqs[qi]);
-            int n = read_tokens(path, ids);
-            CHECK(n > 0, "tokens of %s", path);
+            snprintf(name, sizeof name, "%s_f32.%s", shapes[si], seqs[qi]);
+            int n = fixture_tokens(name, ids, MAX_TOK);
+            CHECK(n > 0, "tokens of %s", name);
             if (n <= 0) continue;
-            snprintf(path, sizeof path, "%s/logits/%s_f32.%s.logits.f32", fx, shapes[si], seqs[qi]);
-            float *ref_f32 = read_logits(path, n);
-            CHECK(ref_f32 != NULL, "reading %s", path);
+            float *ref_f32 = fixture_logits(name, n, N_VOCAB);
+            CHECK(ref_f32 != NULL, "reference logits %s", name);
             for (size_t ti = 0; ti < 4 && ref_f32; ti++) {
                 int32_t ids_t[MAX_TOK];
-                snprintf(path, sizeof path, "%s/logits/%s_%s.%s.json", fx, shapes[si], types[ti], seqs[qi]);
-                int nt = read_tokens(path, ids_t);
-                CHECK(nt == n && !memcmp(ids, ids_t, (size_t)n * sizeof *ids), "%s: same tokens as the f32 fixture", path);
-                snprintf(path, sizeof path, "%s/logits/%s_%s.%s.logits.f32", fx, shapes[si], types[ti], seqs[qi]);
-                float *ref = read_logits(path, n);
-                CHECK(ref != NULL, "reading %s", path);
+                snprintf(name, sizeof name, "%s_%s.%s", shapes[si], types[ti], seqs[qi]);
+                int nt = fixture_tokens(name, ids_t, MAX_TOK);
+                CHECK(nt == n && !memcmp(ids, ids_t, (size_t)n * sizeof *ids), "%s: same tokens as the f32 fixture", name);
+                float *ref = fixture_logits(name, n, N_VOCAB);
+                CHECK(ref != NULL, "reference logits %s", name);
                 char model[1024];
                 snprintf(model, sizeof model, "%s/models/%s_%s.gguf", fx, shapes[si], types[ti]);
                 float *ours[2] = {run_logits(model, ids, n, 0), run_logits(model, ids, n, 1)};
                 for (int pi = 0; pi < 2 && ref; pi++) {
-                    const char *name = pi ? "decode" : "prefill";
-                    CHECK(ours[pi] != NULL, "gemma4 logits %s on %s", name, model);
+                    const char *path_name = pi ? "decode" : "prefill";
+                    CHECK(ours[pi] != NULL, "gemma4 logits %s on %s", path_name, model);
                     if (!ours[pi]) continue;
                     diff d = compare(ours[pi], ref, n);
-                    printf("%-6s%-5s.%-6s %-7s %10.3g %10.3g %7.1f%%\n", shapes[si], types[ti], seqs[qi], name, d.max_abs,
+                    printf("%-6s%-5s.%-6s %-7s %10.3g %10.3g %7.1f%%\n", shapes[si], types[ti], seqs[qi], path_name, d.max_abs,
                            d.mean_abs, 100 * d.argmax_agree);
                     if (ti == 0) {
-                        CHECK(d.max_abs <= F32_MAX_ABS, "%s %s %s: max |diff| %g", shapes[si], seqs[qi], name, d.max_abs);
-                        CHECK(d.mean_abs <= F32_MEAN_ABS, "%s %s %s: mean |diff| %g", shapes[si], seqs[qi], name, d.mean_abs);
+                        CHECK(d.max_abs <= F32_MAX_ABS, "%s %s %s: max |diff| %g", shapes[si], seqs[qi], path_name, d.max_abs);
+                        CHECK(d.mean_abs <= F32_MEAN_ABS, "%s %s %s: mean |diff| %g", shapes[si], seqs[qi], path_name, d.mean_abs);
                     } else {
-                        CHECK(d.mean_abs <= Q_MEAN_ABS, "%s_%s %s %s: mean |diff| %g", shapes[si], types[ti], seqs[qi], name, d.mean_abs);
+                        CHECK(d.mean_abs <= Q_MEAN_ABS, "%s_%s %s %s: mean |diff| %g", shapes[si], types[ti], seqs[qi], path_name, d.mean_abs);
                         CHECK(d.argmax_agree >= Q_ARGMAX_MIN, "%s_%s %s %s: argmax agreement %g", shapes[si], types[ti],
-                              seqs[qi], name, d.argmax_agree);
+                              seqs[qi], path_name, d.argmax_agree);
                     }
                 }
                 if (ti > 0 && ref && ours[0]) {
-                    kld_ours[si][ti] += sum_kld(ref_f32, ours[0], n);
-                    kld_ref[si][ti] += sum_kld(ref_f32, ref, n);
+                    kld_ours[si][ti] += logits_kld_sum(ref_f32, ours[0], n, N_VOCAB);
+                    kld_ref[si][ti] += logits_kld_sum(ref_f32, ref, n, N_VOCAB);
                     kld_n[si][ti] += n;
                 }
                 free(ours[0]);
