@@ -19,12 +19,14 @@ static const char *shapes[] = {"e2b", "moe", "dense"};
 static const char *types[] = {"f32", "q8_0", "q4_0", "q4_k"};
 static const char *seqs[] = {"short", "long"};
 
-/* Bars from the issue, tightened to what our numbers allow (see the note in
- * the closing report); never loosen them to pass. */
-#define F32_MAX_ABS 2e-2
-#define F32_MEAN_ABS 2e-3
-#define Q_MEAN_ABS 0.15
-#define Q_ARGMAX_MIN 0.99
+/* The issue's bars (F32: max 2e-2, mean 2e-3; quantized: mean 0.15, argmax
+ * >= 99%) tightened to about twice the worst figure measured on x86-64 and on
+ * aarch64 (identical there): F32 max 4.8e-3, mean 4.7e-4; quantized mean
+ * 0.039, argmax 100%. Never loosen them to pass. */
+#define F32_MAX_ABS 1e-2
+#define F32_MEAN_ABS 1e-3
+#define Q_MEAN_ABS 0.08
+#define Q_ARGMAX_MIN 1.0
 #define KLD_RATIO_MAX 1.10
 
 /* Runs `gemma4 logits` and returns n_tok x N_VOCAB floats. */
