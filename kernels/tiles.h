@@ -9,10 +9,17 @@
 #include <stdint.h>
 
 /* The tile bodies take their type and shape as constants; forcing them
- * inline gives one specialised loop nest per (type, shape). */
+ * inline and unrolling their short loops gives one specialised loop nest
+ * per (type, shape) whose accumulators live in registers. */
 #define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+/* A file may pick its own tile shape before including this header. */
+#ifndef TILE_R
 #define TILE_R 4
+#endif
+#ifndef TILE_T
 #define TILE_T 2
+#endif
 
 typedef void tile_fn(int64_t n, const uint8_t *w, size_t row_bytes, const uint8_t *act, size_t act_bytes, float *out,
                      int64_t out_stride);

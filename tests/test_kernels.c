@@ -562,7 +562,7 @@ static void test_isa_tables(void) {
         }
         int with_simd = 0;
         for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
-            with_simd += k->vec_dot[weight_types[i]] != scalar->vec_dot[weight_types[i]];
+            with_simd += k->vec_dot[weight_types[i]] != scalar->vec_dot[weight_types[i]] || k->mul_rows[weight_types[i]];
             test_isa_type(names[n], k, weight_types[i], x);
         }
         printf("isa %s: %d weight types with SIMD kernels checked bit for bit\n", names[n], with_simd);
