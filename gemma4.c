@@ -197,6 +197,12 @@ static int bind_mat(gemma4_model *m, const char *name, bool required, int64_t n_
     w->n_out = n_out;
     w->row_bytes = g4_row_size(w->type, n_in);
     if (expert_stride) *expert_stride = w->row_bytes * (size_t)n_out;
+    /* opt-in: decode reads interleaved rows as one stream; the embedding
+     * tables are excluded because their rows are also looked up by token */
+    const char *repack = getenv("GEMMA4_REPACK");
+    if (repack && !strcmp(repack, "1") && !n_exp && !strstr(name, "token_embd") &&
+        g4_repack_supported(g4_kernels_active(), w) && !g4_repack(w, true))
+        return fail(err, "%s: out of memory repacking '%s'", m->path, name);
     return 0;
 }
 
@@ -386,6 +392,14 @@ fail:
 
 void gemma4_model_free(gemma4_model *m) {
     if (!m) return;
+    for (int32_t l = 0; l < m->n_layer && l < G4_MAX_LAYERS; l++) {
+        layer *L = &m->layers[l];
+        g4_weight *mats[] = {&L->attn_q, &L->attn_k, &L->attn_v, &L->attn_output, &L->ffn_gate,
+                             &L->ffn_up,  &L->ffn_down, &L->ffn_gate_inp, &L->inp_gate, &L->proj};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) g4_repack_free(mats[i]);
+    }
+    g4_repack_free(&m->output);
+    g4_repack_free(&m->per_layer_model_proj);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     g4_vocab_free(m->vocab);

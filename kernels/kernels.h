@@ -31,6 +31,10 @@ typedef struct g4_kernels {
      * such kernel (g4_matmul then loops over vec_dot). */
     void (*mul_rows[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
                                     size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
+    /* mul_rows for weights in the interleaved layout (kernels/repack.h):
+     * w is the start of a run of 4-row groups, n_rows a multiple of 4. */
+    void (*mul_rows_x4[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
+                                       size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
     /* f32 -> activation format (indexed by the activation type). Integer
      * formats round to nearest even with d = amax/127, as ggml's x86 path. */
     void (*quantize_act[G4_TYPE_COUNT])(const float *x, void *y, int64_t n);
@@ -42,12 +46,15 @@ const g4_kernels *g4_kernels_active(void);
 /* A named table if this CPU can run it, else NULL. */
 const g4_kernels *g4_kernels_by_name(const char *isa);
 
-/* A weight matrix: n_out rows of n_in values, rows row_bytes apart. */
+/* A weight matrix: n_out rows of n_in values, rows row_bytes apart, or, if
+ * interleaved, the layout of kernels/repack.h (data then owned by the
+ * weight's holder, released with g4_repack_free). */
 typedef struct g4_weight {
     enum g4_type type;
     const void *data;
     int64_t n_in, n_out;
     size_t row_bytes;
+    int interleaved;
 } g4_weight;
 
 /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok (x rows n_in floats apart,
@@ -55,5 +62,17 @@ typedef struct g4_weight {
 void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
 /* The same with a chosen table (tests and benchmarks compare ISAs). */
 void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
+
+/* Optional load-time interleaving of a weight's rows (kernels/repack.h).
+ * Whether w can be interleaved for table k: a 2-D weight whose type has a
+ * mul_rows_x4 there. */
+bool g4_repack_supported(const g4_kernels *k, const g4_weight *w);
+/* Copies w's rows into interleaved anonymous memory and points w at the
+ * copy; with drop_file_pages (only for a read-only file mapping, which
+ * refaults them) the source's whole pages leave memory, so the weights are
+ * not resident twice. Returns false (w unchanged) when out of memory. */
+bool g4_repack(g4_weight *w, bool drop_file_pages);
+/* Frees the copy of an interleaved weight; plain weights are left alone. */
+void g4_repack_free(g4_weight *w);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
+#include "kernels/repack.h"
 
 /* Rows a thread's share is rounded to: the SIMD kernels' row tile. */
 #define ROW_GROUP 4
@@ -44,6 +45,15 @@ static void rows_by_vec_dot(float (*dot)(int64_t, const void *, const void *), i
             out[t * out_stride + r] = dot(n, w + (size_t)r * row_bytes, act + (size_t)t * act_bytes);
 }
 
+typedef void rows_fn(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
+                     int64_t n_tok, float *out, int64_t out_stride);
+
+/* A table without a kernel for the interleaved layout (a weight repacked for
+ * another ISA) uses the scalar one, which every packable type has. */
+static rows_fn *interleaved_rows(const g4_kernels *k, const g4_weight *w) {
+    return k->mul_rows_x4[w->type] ? k->mul_rows_x4[w->type] : g4_kernels_scalar()->mul_rows_x4[w->type];
+}
+
 static void dot_rows(void *arg, int ith, int nth) {
     const dot_job *j = arg;
     const g4_weight *w = j->w;
@@ -52,16 +62,24 @@ static void dot_rows(void *arg, int ith, int nth) {
     int64_t end = groups * (ith + 1) / nth * ROW_GROUP;
     if (end > w->n_out) end = w->n_out;
     if (first >= end) return;
+    /* interleaved weights: the 4-row groups, then the plain tail rows */
+    const int64_t grouped = w->interleaved ? w->n_out / G4_REPACK_ROWS * G4_REPACK_ROWS : 0;
+    const int64_t mid = end < grouped ? end : grouped > first ? grouped : first;
     const char *rows = (const char *)w->data + (size_t)first * w->row_bytes;
     for (int64_t t0 = 0; t0 < j->n_tok; t0 += TOKEN_BLOCK) {
         const int64_t nt = j->n_tok - t0 < TOKEN_BLOCK ? j->n_tok - t0 : TOKEN_BLOCK;
         const char *act = j->act + (size_t)t0 * j->act_row_bytes;
         float *out = j->y + t0 * w->n_out + first;
+        if (mid > first)
+            interleaved_rows(j->k, w)(w->n_in, rows, w->row_bytes, mid - first, act, j->act_row_bytes, nt, out, w->n_out);
+        if (end == mid) continue;
+        const char *tail = rows + (size_t)(mid - first) * w->row_bytes;
+        float *tail_out = out + (mid - first);
         if (j->k->mul_rows[w->type])
-            j->k->mul_rows[w->type](w->n_in, rows, w->row_bytes, end - first, act, j->act_row_bytes, nt, out, w->n_out);
+            j->k->mul_rows[w->type](w->n_in, tail, w->row_bytes, end - mid, act, j->act_row_bytes, nt, tail_out, w->n_out);
         else
-            rows_by_vec_dot(j->k->vec_dot[w->type], w->n_in, rows, w->row_bytes, end - first, act, j->act_row_bytes, nt,
-                            out, w->n_out);
+            rows_by_vec_dot(j->k->vec_dot[w->type], w->n_in, tail, w->row_bytes, end - mid, act, j->act_row_bytes, nt,
+                            tail_out, w->n_out);
     }
 }
 

@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
         char *data = malloc(rb * (size_t)n_out);
         g4_quantize_row(types[ti], x, data, n_in); /* one real row, repeated */
         for (int64_t r = 1; r < n_out; r++) memcpy(data + (size_t)r * rb, data, rb);
-        const g4_weight w = {types[ti], data, n_in, n_out, rb};
+        const g4_weight w = {types[ti], data, n_in, n_out, rb, 0};
         for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
             const g4_kernels *k = g4_kernels_by_name(isas[i]);
             if (!k) continue;

@@ -246,7 +246,7 @@ static void test_weight_type(enum g4_type t) {
     const char *name = g4_type_name(t);
     const g4_kernels *k = g4_kernels_scalar();
     dot_case *c = prepare(t);
-    const g4_weight w = {t, c->w, N_IN, N_OUT, c->row_bytes};
+    const g4_weight w = {t, c->w, N_IN, N_OUT, c->row_bytes, 0};
     float y[N_TOK * N_OUT];
     g4_matmul(&w, c->x, N_TOK, y, pools[0]);
 
@@ -352,6 +352,7 @@ typedef struct {
     atomic_int bad_nth;
     pthread_t caller;
     atomic_int ith0_elsewhere;
+    int slow_ith; /* this thread naps in the task, so the caller must sleep in the join */
 } pool_probe;
 
 static void probe_task(void *arg, int ith, int nth) {
@@ -360,6 +361,7 @@ static void probe_task(void *arg, int ith, int nth) {
     atomic_fetch_or(&p->mask, 1u << ith);
     if (nth != p->want_nth) atomic_fetch_add(&p->bad_nth, 1);
     if (ith == 0 && !pthread_equal(pthread_self(), p->caller)) atomic_fetch_add(&p->ith0_elsewhere, 1);
+    if (ith == p->slow_ith) usleep(2000);
 }
 
 static void test_pool(void) {
@@ -372,6 +374,7 @@ static void test_pool(void) {
     static pool_probe probe; /* zero-initialized atomics */
     probe.caller = pthread_self();
     probe.want_nth = 1;
+    probe.slow_ith = -1;
     g4_pool_run(NULL, probe_task, &probe);
     CHECK(atomic_load(&probe.count[0]) == 1 && atomic_load(&probe.mask) == 1, "NULL pool ran ith 0 %d times",
           atomic_load(&probe.count[0]));
@@ -385,8 +388,10 @@ static void test_pool(void) {
             atomic_store(&probe.mask, 0);
             g4_pool_run(pools[p], probe_task, &probe);
             if (atomic_load(&probe.mask) != (1u << n) - 1) bad_runs++;
-            if (r % 500 == 0) usleep(3000); /* let the workers fall asleep on the condition variable */
+            if (r % 500 == 0) usleep(3000); /* let the workers fall asleep */
+            probe.slow_ith = r % 100 == 0 ? n - 1 : -1;
         }
+        probe.slow_ith = -1;
         bool each_once = true;
         for (int i = 0; i < 8; i++) each_once &= atomic_load(&probe.count[i]) == (i < n ? runs : 0);
         CHECK(bad_runs == 0 && each_once, "%d threads: %d runs missed an ith; ith 0 ran %d of %d times", n, bad_runs,
@@ -398,7 +403,7 @@ static void test_pool(void) {
 
     /* fewer output rows than threads: some threads get none */
     dot_case *c = prepare(G4_TYPE_Q8_0);
-    const g4_weight w = {G4_TYPE_Q8_0, c->w, N_IN, 2, c->row_bytes};
+    const g4_weight w = {G4_TYPE_Q8_0, c->w, N_IN, 2, c->row_bytes, 0};
     float y1[N_TOK * 2], y7[N_TOK * 2];
     g4_matmul(&w, c->x, N_TOK, y1, NULL);
     g4_matmul(&w, c->x, N_TOK, y7, pools[3]);
@@ -481,6 +486,35 @@ static int count_mismatches(const float *got, int64_t first_row, int64_t n_rows,
     return bad;
 }
 
+/* The interleaved layout gives the plain layout's bits: row counts with
+ * every tail length (n_out % 4 = 0..3), any token and thread count. */
+static void check_interleaved(const char *isa, const g4_kernels *k, const g4_weight *plain, const float *x,
+                              const float *want) {
+    static float got[SIMD_TOK * SIMD_ROWS];
+    static const int64_t toks[] = {1, 2, 3, 5, 33, SIMD_TOK};
+    int bad = 0, not_moved = 0;
+    for (int64_t n_out = SIMD_ROWS - 3; n_out <= SIMD_ROWS; n_out++) {
+        g4_weight wt = *plain;
+        wt.n_out = n_out;
+        CHECK(g4_repack(&wt, false) && wt.interleaved, "%s: g4_repack[%s] failed", isa, g4_type_name(wt.type));
+        if (!wt.interleaved) return;
+        /* row 1's first block sits right after row 0's */
+        not_moved += memcmp((const uint8_t *)wt.data + g4_type_info(wt.type)->type_size,
+                            (const uint8_t *)plain->data + plain->row_bytes, g4_type_info(wt.type)->type_size) != 0;
+        for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++)
+            for (int p = 0; p < 4; p++) {
+                memset(got, 0xff, sizeof got);
+                g4_matmul_isa(k, &wt, x, toks[ti], got, pools[p]);
+                bad += count_mismatches(got, 0, n_out, toks[ti], n_out, want);
+            }
+        g4_repack_free(&wt);
+        CHECK(wt.data == NULL && !wt.interleaved, "%s: g4_repack_free left the weight bound", isa);
+    }
+    CHECK(not_moved == 0, "%s: g4_repack[%s] did not interleave rows", isa, g4_type_name(plain->type));
+    CHECK(bad == 0, "%s: interleaved g4_matmul_isa[%s] (34-37 rows, 1-64 tokens, 1-7 threads) differs from scalar in %d outputs",
+          isa, g4_type_name(plain->type), bad);
+}
+
 static void test_isa_type(const char *isa, const g4_kernels *k, enum g4_type t, const float *x) {
     const char *name = g4_type_name(t);
     const enum g4_type at = g4_vec_dot_type(t);
@@ -520,7 +554,7 @@ static void test_isa_type(const char *isa, const g4_kernels *k, enum g4_type t, 
     }
 
     /* the driver: any token count, any thread count */
-    const g4_weight wt = {t, w, N_IN, SIMD_ROWS, rb};
+    const g4_weight wt = {t, w, N_IN, SIMD_ROWS, rb, 0};
     static const int64_t toks[] = {1, 3, 8, 33, SIMD_TOK};
     int bad_mm = 0;
     for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++)
@@ -531,6 +565,10 @@ static void test_isa_type(const char *isa, const g4_kernels *k, enum g4_type t, 
         }
     CHECK(bad_mm == 0, "%s: g4_matmul_isa[%s] over 1-64 tokens and 1-7 threads differs from scalar in %d outputs", isa,
           name, bad_mm);
+    if (g4_repack_supported(k, &wt)) {
+        check_interleaved(isa, k, &wt, x, want);
+        check_interleaved("scalar", g4_kernels_scalar(), &wt, x, want);
+    }
     free(w);
     free(act);
 }
