@@ -13,7 +13,6 @@
 #include "gemma4.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,21 +70,13 @@ struct gemma4_model {
 
 /* ---------------------------------------------------------------- loading */
 
-static int fail(char *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, G4_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* A u32 key; absent keys take def when not required. */
 static int key_u32(const gemma4_model *m, const char *key, bool required, uint32_t def, int32_t *out, char *err) {
     uint32_t v = def;
     int rc = gguf_get_u32(m->gguf, key, &v, err);
     if (rc == GGUF_ETYPE) return -1;
-    if (rc == GGUF_ENOKEY && required) return fail(err, "%s: missing key '%s'", m->path, key);
-    if (v > INT32_MAX) return fail(err, "%s: key '%s' = %u is out of range", m->path, key, v);
+    if (rc == GGUF_ENOKEY && required) return g4_error(err, NULL, "%s: missing key '%s'", m->path, key);
+    if (v > INT32_MAX) return g4_error(err, NULL, "%s: key '%s' = %u is out of range", m->path, key, v);
     *out = (int32_t)v;
     return 0;
 }
@@ -94,7 +85,7 @@ static int key_f32(const gemma4_model *m, const char *key, bool required, float 
     *out = def;
     int rc = gguf_get_f32(m->gguf, key, out, err);
     if (rc == GGUF_ETYPE) return -1;
-    if (rc == GGUF_ENOKEY && required) return fail(err, "%s: missing key '%s'", m->path, key);
+    if (rc == GGUF_ENOKEY && required) return g4_error(err, NULL, "%s: missing key '%s'", m->path, key);
     return 0;
 }
 
@@ -104,29 +95,29 @@ static int key_per_layer(const gemma4_model *m, const char *key, bool required, 
                          char *err) {
     const gguf_kv *kv = gguf_find_kv(m->gguf, key);
     if (!kv) {
-        if (required) return fail(err, "%s: missing key '%s'", m->path, key);
+        if (required) return g4_error(err, NULL, "%s: missing key '%s'", m->path, key);
         for (int32_t l = 0; l < m->n_layer; l++) out[l] = def;
         return 0;
     }
     if (kv->type == GGUF_TYPE_ARRAY) {
         if (kv->arr_n != (uint64_t)m->n_layer)
-            return fail(err, "%s: key '%s' has %llu elements, expected block_count = %d", m->path, key,
+            return g4_error(err, NULL, "%s: key '%s' has %llu elements, expected block_count = %d", m->path, key,
                         (unsigned long long)kv->arr_n, m->n_layer);
         for (int32_t l = 0; l < m->n_layer; l++) {
             if (kv->arr_type == GGUF_TYPE_INT32) out[l] = ((const int32_t *)kv->arr_data)[l];
             else if (kv->arr_type == GGUF_TYPE_UINT32) out[l] = (int32_t)((const uint32_t *)kv->arr_data)[l];
             else if (kv->arr_type == GGUF_TYPE_BOOL) out[l] = ((const bool *)kv->arr_data)[l];
             else
-                return fail(err, "%s: key '%s' is an array of %s, expected i32, u32 or bool", m->path, key,
+                return g4_error(err, NULL, "%s: key '%s' is an array of %s, expected i32, u32 or bool", m->path, key,
                             gguf_type_name(kv->arr_type));
-            if (out[l] < 0) return fail(err, "%s: key '%s'[%d] = %d is negative", m->path, key, l, out[l]);
+            if (out[l] < 0) return g4_error(err, NULL, "%s: key '%s'[%d] = %d is negative", m->path, key, l, out[l]);
         }
         return 0;
     }
     uint32_t v;
     if (kv->type == GGUF_TYPE_BOOL) v = kv->val.b;
     else if (gguf_get_u32(m->gguf, key, &v, err) != GGUF_OK) return -1;
-    if (v > INT32_MAX) return fail(err, "%s: key '%s' = %u is out of range", m->path, key, v);
+    if (v > INT32_MAX) return g4_error(err, NULL, "%s: key '%s' = %u is out of range", m->path, key, v);
     for (int32_t l = 0; l < m->n_layer; l++) out[l] = (int32_t)v;
     return 0;
 }
@@ -144,20 +135,20 @@ static const gguf_tensor *find_shaped(const gemma4_model *m, const char *name, b
     *rc = 0;
     const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
     if (!t) {
-        if (required) *rc = fail(err, "%s: missing tensor '%s'", m->path, name);
+        if (required) *rc = g4_error(err, NULL, "%s: missing tensor '%s'", m->path, name);
         return NULL;
     }
     bool ok = true;
     for (int i = 0; i < GGUF_MAX_DIMS; i++) ok &= t->ne[i] == (i < n_dims ? ne[i] : 1);
     if (!ok) {
         char a[96], b[96];
-        *rc = fail(err, "%s: tensor '%s' has shape %s, expected %s", m->path, name, dims_str(a, sizeof a, t->ne, (int)t->n_dims),
+        *rc = g4_error(err, NULL, "%s: tensor '%s' has shape %s, expected %s", m->path, name, dims_str(a, sizeof a, t->ne, (int)t->n_dims),
                    dims_str(b, sizeof b, ne, n_dims));
         return NULL;
     }
     const g4_type_traits *tr = g4_type_info(t->type);
     if (!tr || !tr->weights) {
-        *rc = fail(err, "%s: tensor '%s' has type %s, which gemma4 cannot run", m->path, name, g4_type_name(t->type));
+        *rc = g4_error(err, NULL, "%s: tensor '%s' has type %s, which gemma4 cannot run", m->path, name, g4_type_name(t->type));
         return NULL;
     }
     return t;
@@ -174,7 +165,7 @@ static int bind_vec(gemma4_model *m, const char *name, bool required, int64_t n,
     if (!v || !grown) {
         free(v);
         if (grown) m->owned = grown;
-        return fail(err, "%s: out of memory", m->path);
+        return g4_error(err, NULL, "%s: out of memory", m->path);
     }
     m->owned = grown;
     m->owned[m->n_owned++] = v;
@@ -202,18 +193,18 @@ static int bind_mat(gemma4_model *m, const char *name, bool required, int64_t n_
     const char *repack = getenv("GEMMA4_REPACK");
     if (repack && !strcmp(repack, "1") && !n_exp && !strstr(name, "token_embd") &&
         g4_repack_supported(g4_kernels_active(), w) && !g4_repack(w, true))
-        return fail(err, "%s: out of memory repacking '%s'", m->path, name);
+        return g4_error(err, NULL, "%s: out of memory repacking '%s'", m->path, name);
     return 0;
 }
 
 static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int32_t *swa_pattern, char *err) {
     gguf_str arch;
     if (gguf_get_str(m->gguf, "general.architecture", &arch, err) != GGUF_OK) {
-        if (!gguf_find_kv(m->gguf, "general.architecture")) fail(err, "%s: missing key 'general.architecture'", m->path);
+        if (!gguf_find_kv(m->gguf, "general.architecture")) g4_error(err, NULL, "%s: missing key 'general.architecture'", m->path);
         return -1;
     }
     if (arch.len != 6 || memcmp(arch.ptr, "gemma4", 6))
-        return fail(err, "%s: architecture '%.*s' is not gemma4", m->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+        return g4_error(err, NULL, "%s: architecture '%.*s' is not gemma4", m->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
 
     int32_t head_dim_full, head_dim_swa, v_full, v_swa, n_rot_full, n_rot_swa;
     if (key_u32(m, "gemma4.block_count", true, 0, &m->n_layer, err) ||
@@ -228,11 +219,11 @@ static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int3
         key_f32(m, "gemma4.final_logit_softcapping", false, 30.0f, &m->softcap, err))
         return -1;
     if (m->n_layer < 1 || m->n_layer > G4_MAX_LAYERS)
-        return fail(err, "%s: block_count %d is outside 1..%d", m->path, m->n_layer, G4_MAX_LAYERS);
+        return g4_error(err, NULL, "%s: block_count %d is outside 1..%d", m->path, m->n_layer, G4_MAX_LAYERS);
     if (key_per_layer(m, "gemma4.attention.head_count", true, 0, n_ff, err)) return -1;
     m->n_head = n_ff[0];
     for (int32_t l = 1; l < m->n_layer; l++)
-        if (n_ff[l] != m->n_head) return fail(err, "%s: head_count differs between layers", m->path);
+        if (n_ff[l] != m->n_head) return g4_error(err, NULL, "%s: head_count differs between layers", m->path);
     if (key_per_layer(m, "gemma4.feed_forward_length", true, 0, n_ff, err) ||
         key_per_layer(m, "gemma4.attention.head_count_kv", false, m->n_head, n_head_kv, err) ||
         key_per_layer(m, "gemma4.attention.sliding_window_pattern", true, 0, swa_pattern, err))
@@ -251,19 +242,19 @@ static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int3
         key_u32(m, "gemma4.attention.shared_kv_layers", false, 0, &shared_kv, err))
         return -1;
 
-    if (m->n_embd < 1 || m->n_head < 1) return fail(err, "%s: embedding_length and head_count must be positive", m->path);
+    if (m->n_embd < 1 || m->n_head < 1) return g4_error(err, NULL, "%s: embedding_length and head_count must be positive", m->path);
     if (head_dim_full != v_full || head_dim_swa != v_swa)
-        return fail(err, "%s: key_length and value_length differ (%d/%d full, %d/%d sliding)", m->path, head_dim_full,
+        return g4_error(err, NULL, "%s: key_length and value_length differ (%d/%d full, %d/%d sliding)", m->path, head_dim_full,
                     v_full, head_dim_swa, v_swa);
     if (head_dim_full < 2 || head_dim_swa < 2 || head_dim_full % 2 || head_dim_swa % 2)
-        return fail(err, "%s: head dims %d/%d must be even and positive", m->path, head_dim_swa, head_dim_full);
+        return g4_error(err, NULL, "%s: head dims %d/%d must be even and positive", m->path, head_dim_swa, head_dim_full);
     if (n_rot_full != head_dim_full || n_rot_swa != head_dim_swa)
-        return fail(err, "%s: rope dimension counts %d/%d differ from the head dims %d/%d", m->path, n_rot_swa,
+        return g4_error(err, NULL, "%s: rope dimension counts %d/%d differ from the head dims %d/%d", m->path, n_rot_swa,
                     n_rot_full, head_dim_swa, head_dim_full);
-    if (m->n_swa < 1) return fail(err, "%s: sliding_window must be positive", m->path);
-    if (shared_kv >= m->n_layer) return fail(err, "%s: shared_kv_layers %d >= block_count %d", m->path, shared_kv, m->n_layer);
+    if (m->n_swa < 1) return g4_error(err, NULL, "%s: sliding_window must be positive", m->path);
+    if (shared_kv >= m->n_layer) return g4_error(err, NULL, "%s: shared_kv_layers %d >= block_count %d", m->path, shared_kv, m->n_layer);
     if (m->n_expert && (m->n_expert_used < 1 || m->n_expert_used > m->n_expert || m->n_ff_exp < 1))
-        return fail(err, "%s: expert_used_count %d / expert_count %d / expert_feed_forward_length %d are inconsistent",
+        return g4_error(err, NULL, "%s: expert_used_count %d / expert_count %d / expert_feed_forward_length %d are inconsistent",
                     m->path, m->n_expert_used, m->n_expert, m->n_ff_exp);
     m->n_kv_from_start = m->n_layer - shared_kv;
 
@@ -282,15 +273,15 @@ static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int3
              * full (n_kv-1) layer that owns a cache. */
             L->kv_src = m->n_kv_from_start - (L->swa ? 2 : 1);
             if (L->kv_src < 0 || m->layers[L->kv_src].swa != L->swa)
-                return fail(err, "%s: KV-shared layer %d needs layer %d to be a %s layer that owns a cache", m->path,
+                return g4_error(err, NULL, "%s: KV-shared layer %d needs layer %d to be a %s layer that owns a cache", m->path,
                             l, L->kv_src, L->swa ? "sliding" : "full");
             if (m->layers[L->kv_src].n_head_kv != L->n_head_kv)
-                return fail(err, "%s: KV-shared layer %d has %d KV heads, its cache layer %d has %d", m->path, l,
+                return g4_error(err, NULL, "%s: KV-shared layer %d has %d KV heads, its cache layer %d has %d", m->path, l,
                             L->n_head_kv, L->kv_src, m->layers[L->kv_src].n_head_kv);
         }
         if (L->n_head_kv < 1 || m->n_head % L->n_head_kv)
-            return fail(err, "%s: layer %d: head_count_kv %d does not divide head_count %d", m->path, l, L->n_head_kv, m->n_head);
-        if (L->n_ff < 1) return fail(err, "%s: layer %d: feed_forward_length must be positive", m->path, l);
+            return g4_error(err, NULL, "%s: layer %d: head_count_kv %d does not divide head_count %d", m->path, l, L->n_head_kv, m->n_head);
+        if (L->n_ff < 1) return g4_error(err, NULL, "%s: layer %d: feed_forward_length must be positive", m->path, l);
     }
     return 0;
 }
@@ -338,7 +329,7 @@ static int load_tensors(gemma4_model *m, char *err) {
         L->moe = gguf_find_tensor(m->gguf, NAME("ffn_gate_inp.weight")) != NULL;
         if (L->moe && !rc) {
             const int64_t E = m->n_expert, Fe = m->n_ff_exp;
-            if (!E) return fail(err, "%s: layer %d has a router but expert_count is 0", m->path, l);
+            if (!E) return g4_error(err, NULL, "%s: layer %d has a router but expert_count is 0", m->path, l);
             rc = rc ? rc : bind_mat(m, NAME("ffn_gate_inp.weight"), true, d, E, 0, &L->ffn_gate_inp, NULL, err);
             rc = rc ? rc : bind_vec(m, NAME("ffn_gate_inp.scale"), true, d, &L->ffn_gate_inp_scale, err);
             rc = rc ? rc : bind_vec(m, NAME("pre_ffw_norm_2.weight"), true, d, &L->pre_ffw_norm_2, err);
@@ -372,7 +363,7 @@ static int load_tensors(gemma4_model *m, char *err) {
 
 gemma4_model *gemma4_load(const char *path, char *err) {
     gemma4_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, "%s: out of memory", path), NULL;
+    if (!m) return g4_error(err, NULL, "%s: out of memory", path), NULL;
     m->path = strdup(path);
     m->gguf = gguf_open(path, err);
     if (!m->path || !m->gguf) goto fail;
@@ -499,7 +490,7 @@ static g4_kv_cache *kv_new(const gemma4_model *m, const gemma4_session_params *p
         const g4_type_traits *tr[] = {g4_type_info(tk), g4_type_info(tv)};
         for (int i = 0; i < 2; i++)
             if (tr[i] && L->head_dim % tr[i]->blck_size)
-                return fail(err, "%s: layer %d: head dim %d is not a multiple of the %s block (%lld)", m->path, l,
+                return g4_error(err, NULL, "%s: layer %d: head dim %d is not a multiple of the %s block (%lld)", m->path, l,
                             L->head_dim, tr[i]->name, (long long)tr[i]->blck_size), NULL;
     }
     const g4_kv_params kp = {
@@ -511,7 +502,7 @@ static g4_kv_cache *kv_new(const gemma4_model *m, const gemma4_session_params *p
     if (!kv) {
         char why[G4_ERR_LEN];
         snprintf(why, sizeof why, "%s", err);
-        fail(err, "%s: %s", m->path, why);
+        g4_error(err, NULL, "%s: %s", m->path, why);
     }
     return kv;
 }
@@ -531,7 +522,7 @@ int gemma4_kv_plan_get(const gemma4_model *m, const gemma4_session_params *p, in
 
 gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_params *p, char *err) {
     gemma4_session *s = calloc(1, sizeof *s);
-    if (!s) return fail(err, "%s: out of memory", m->path), NULL;
+    if (!s) return g4_error(err, NULL, "%s: out of memory", m->path), NULL;
     s->m = m;
     const int32_t n_ctx = p && p->n_ctx > 0 ? p->n_ctx : (m->n_ctx_train < 4096 ? m->n_ctx_train : 4096);
     s->n_ubatch = p && p->n_ubatch > 0 ? p->n_ubatch : 512;
@@ -553,7 +544,7 @@ gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_p
          (s->seq_n = malloc((size_t)g4_kv_n_seq(s->kv) * sizeof *s->seq_n));
     if (!ok) {
         gemma4_session_free(s);
-        return fail(err, "%s: out of memory for a session", m->path), NULL;
+        return g4_error(err, NULL, "%s: out of memory for a session", m->path), NULL;
     }
     return s;
 }
@@ -592,7 +583,7 @@ int gemma4_seq_remove(gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ?
 int gemma4_seq_checkpoint(gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ? -1 : (g4_kv_checkpoint(s->kv, seq), 0); }
 int gemma4_seq_fork(gemma4_session *s, int32_t src, int32_t dst, char *err) {
     if (bad_seq(s, src) || bad_seq(s, dst))
-        return fail(err, "%s: fork %d -> %d: sequence ids are 0..%d", s->m->path, src, dst, g4_kv_n_seq(s->kv) - 1);
+        return g4_error(err, NULL, "%s: fork %d -> %d: sequence ids are 0..%d", s->m->path, src, dst, g4_kv_n_seq(s->kv) - 1);
     return g4_kv_fork(s->kv, src, dst, err);
 }
 void gemma4_kv_usage(const gemma4_session *s, g4_kv_usage *u) { g4_kv_usage_get(s->kv, u); }
@@ -889,7 +880,7 @@ static int fit_scores(gemma4_session *s, int32_t max_pos, char *err) {
     if (need <= s->scores_per_thread) return 0;
     const size_t per = need > 2 * s->scores_per_thread ? need : 2 * s->scores_per_thread;
     float *g = realloc(s->scores, (size_t)g4_pool_size(s->pool) * per * sizeof *g);
-    if (!g) return fail(err, "%s: out of memory for attention scores", s->m->path);
+    if (!g) return g4_error(err, NULL, "%s: out of memory for attention scores", s->m->path);
     s->scores = g;
     s->scores_per_thread = per;
     return 0;
@@ -900,18 +891,18 @@ static int decode(gemma4_session *s, int32_t n, const int32_t *tokens, const int
                   int32_t first_out, float *logits, char *err) {
     const gemma4_model *m = s->m;
     const int32_t n_seq = g4_kv_n_seq(s->kv);
-    if (n < 0) return fail(err, "%s: negative token count %d", m->path, n);
+    if (n < 0) return g4_error(err, NULL, "%s: negative token count %d", m->path, n);
     memset(s->seq_n, 0, (size_t)n_seq * sizeof *s->seq_n);
     for (int32_t i = 0; i < n; i++) {
         const int32_t sq = seq ? seq[i] : 0;
         if (tokens[i] < 0 || tokens[i] >= m->n_vocab)
-            return fail(err, "%s: token id %d is outside the vocabulary (0..%d)", m->path, tokens[i], m->n_vocab - 1);
-        if (sq < 0 || sq >= n_seq) return fail(err, "%s: sequence id %d is outside 0..%d", m->path, sq, n_seq - 1);
+            return g4_error(err, NULL, "%s: token id %d is outside the vocabulary (0..%d)", m->path, tokens[i], m->n_vocab - 1);
+        if (sq < 0 || sq >= n_seq) return g4_error(err, NULL, "%s: sequence id %d is outside 0..%d", m->path, sq, n_seq - 1);
         s->seq_n[sq]++;
     }
     for (int32_t sq = 0; sq < n_seq; sq++)
         if ((int64_t)g4_kv_len(s->kv, sq) + s->seq_n[sq] > g4_kv_n_ctx(s->kv))
-            return fail(err, "%s: %d tokens do not fit: %d of %d context positions used", m->path, s->seq_n[sq],
+            return g4_error(err, NULL, "%s: %d tokens do not fit: %d of %d context positions used", m->path, s->seq_n[sq],
                         g4_kv_len(s->kv, sq), g4_kv_n_ctx(s->kv));
     float *out = logits;
     for (int32_t done = 0; done < n;) {

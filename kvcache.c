@@ -4,7 +4,6 @@
 #include "kvcache.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,14 +48,6 @@ struct g4_kv_cache {
     sequence *seq;
 };
 
-static int fail(char *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, G4_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* f16 -> f32 by table: the conversion is the hot loop of an f16 cache */
 static float fp16_table[1 << 16];
 static pthread_once_t fp16_once = PTHREAD_ONCE_INIT;
@@ -81,17 +72,17 @@ g4_kv_cache *g4_kv_new(const g4_kv_params *p, char *err) {
     const enum g4_type types[] = {p->type_k, p->type_v};
     for (int i = 0; i < 2; i++)
         if (!g4_kv_type_supported(types[i]))
-            return fail(err, "KV cache: type %s is not supported (f32, f16, q8_0)", g4_type_name(types[i])), NULL;
+            return g4_error(err, NULL, "KV cache: type %s is not supported (f32, f16, q8_0)", g4_type_name(types[i])), NULL;
     if (p->page_size < 1 || p->n_seq < 1 || p->n_ctx < 1 || p->n_swa < 1 || p->n_layer < 1)
-        return fail(err, "KV cache: page size, sequences, context and window must be positive"), NULL;
+        return g4_error(err, NULL, "KV cache: page size, sequences, context and window must be positive"), NULL;
     for (int32_t l = 0; l < p->n_layer; l++)
         for (int i = 0; i < 2; i++)
             if (p->width[l] % g4_type_info(types[i])->blck_size)
-                return fail(err, "KV cache: layer %d rows of %d values do not fit %s blocks", l, p->width[l],
+                return g4_error(err, NULL, "KV cache: layer %d rows of %d values do not fit %s blocks", l, p->width[l],
                             g4_type_name(types[i])), NULL;
     pthread_once(&fp16_once, fp16_table_init);
     g4_kv_cache *kv = calloc(1, sizeof *kv);
-    if (!kv) return fail(err, "KV cache: out of memory"), NULL;
+    if (!kv) return g4_error(err, NULL, "KV cache: out of memory"), NULL;
     *kv = (g4_kv_cache){.n_layer = p->n_layer, .n_swa = p->n_swa, .page_size = p->page_size, .n_seq = p->n_seq,
                         .n_ctx = p->n_ctx, .type_k = p->type_k, .type_v = p->type_v, .max_bytes = p->max_bytes};
     const size_t L = (size_t)p->n_layer;
@@ -104,7 +95,7 @@ g4_kv_cache *g4_kv_new(const g4_kv_params *p, char *err) {
     kv->seq = calloc((size_t)p->n_seq, sizeof *kv->seq);
     if (!kv->kind || !kv->k_off || !kv->v_off || !kv->k_row || !kv->v_row || !kv->width || !kv->seq) {
         g4_kv_free(kv);
-        return fail(err, "KV cache: out of memory"), NULL;
+        return g4_error(err, NULL, "KV cache: out of memory"), NULL;
     }
     for (int32_t l = 0; l < p->n_layer; l++) {
         const int k = p->swa[l] ? G4_KV_SWA : G4_KV_FULL;
@@ -327,9 +318,9 @@ int g4_kv_reserve(g4_kv_cache *kv, int32_t seq, int32_t n, char *err) {
 fail:
     g4_kv_unreserve(kv, seq);
     if (i == PAGE_CAP)
-        return fail(err, "KV cache full: %llu bytes of pages, limit %llu", (unsigned long long)bytes_allocated(kv),
+        return g4_error(err, NULL, "KV cache full: %llu bytes of pages, limit %llu", (unsigned long long)bytes_allocated(kv),
                     (unsigned long long)kv->max_bytes);
-    return fail(err, "KV cache: out of memory");
+    return g4_error(err, NULL, "KV cache: out of memory");
 }
 
 void g4_kv_unreserve(g4_kv_cache *kv, int32_t seq) {
@@ -444,9 +435,9 @@ int g4_kv_fork(g4_kv_cache *kv, int32_t src, int32_t dst, char *err) {
     if (src == dst) return 0;
     g4_kv_truncate(kv, dst, 0);
     sequence *a = &kv->seq[src], *b = &kv->seq[dst];
-    if (!grow((void **)&b->tokens, &b->tokens_cap, a->len, sizeof *b->tokens)) return fail(err, "KV cache: out of memory");
+    if (!grow((void **)&b->tokens, &b->tokens_cap, a->len, sizeof *b->tokens)) return g4_error(err, NULL, "KV cache: out of memory");
     for (int k = 0; k < G4_KV_KINDS; k++)
-        if (!table_fit(&b->t[k], a->t[k].n)) return fail(err, "KV cache: out of memory");
+        if (!table_fit(&b->t[k], a->t[k].n)) return g4_error(err, NULL, "KV cache: out of memory");
     for (int k = 0; k < G4_KV_KINDS; k++)
         for (int32_t pn = 0; pn < a->t[k].n; pn++)
             if ((b->t[k].page[pn] = a->t[k].page[pn]) >= 0) kv->ref[b->t[k].page[pn]]++;

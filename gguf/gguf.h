@@ -15,6 +15,7 @@
 #ifndef G4_GGUF_H
 #define G4_GGUF_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,6 +76,11 @@ typedef struct gguf_tensor {
 } gguf_tensor;
 
 typedef struct gguf_file gguf_file;
+
+/* Writes "PATH: message" (just the message when path is NULL) to err, a
+ * G4_ERR_LEN buffer, and returns -1: the one error convention of the project. */
+int g4_error(char *err, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int g4_verror(char *err, const char *path, const char *fmt, va_list ap);
 
 gguf_file *gguf_open(const char *path, char *err);
 /* Parse a buffer the caller owns (kept alive while the result is used);

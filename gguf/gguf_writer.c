@@ -42,11 +42,9 @@ struct gguf_writer {
 };
 
 static int fail(gguf_writer *w, char *err, const char *fmt, ...) {
-    int n = snprintf(err, G4_ERR_LEN, "%s: ", w->path);
-    if (n < 0 || n >= G4_ERR_LEN) return -1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err + n, G4_ERR_LEN - (size_t)n, fmt, ap);
+    g4_verror(err, w->path, fmt, ap);
     va_end(ap);
     return -1;
 }

@@ -32,10 +32,9 @@ struct safetensors {
 };
 
 static void set_err(char *err, const char *path, const char *fmt, ...) {
-    int k = snprintf(err, G4_ERR_LEN, "%s: ", path);
     va_list ap;
     va_start(ap, fmt);
-    if (k > 0 && k < G4_ERR_LEN) vsnprintf(err + k, G4_ERR_LEN - (size_t)k, fmt, ap);
+    g4_verror(err, path, fmt, ap);
     va_end(ap);
 }
 

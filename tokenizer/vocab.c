@@ -66,10 +66,9 @@ static const char *shown(char out[48], const char *s, size_t n) {
 }
 
 static g4_vocab *fail(g4_vocab *v, char *err, const gguf_file *f, const char *fmt, ...) {
-    int k = snprintf(err, G4_ERR_LEN, "%s: ", gguf_path(f));
     va_list ap;
     va_start(ap, fmt);
-    if (k >= 0 && k < G4_ERR_LEN) vsnprintf(err + k, G4_ERR_LEN - (size_t)k, fmt, ap);
+    g4_verror(err, gguf_path(f), fmt, ap);
     va_end(ap);
     g4_vocab_free(v);
     return NULL;
