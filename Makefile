@@ -34,7 +34,8 @@ LIB       := $(BUILD)/libgemma4.a
 
 # Each ISA file is compiled for its own target; the dispatcher only calls it
 # when the CPU reports the features.
-$(BUILD)/kernels/x86/avx2.o:   ISAFLAGS := -mavx2 -mfma -mf16c
+AVX2_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/x86/avx2*.c))
+$(AVX2_OBJ): ISAFLAGS := -mavx2 -mfma -mf16c
 $(BUILD)/kernels/x86/avx512.o: ISAFLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 $(BUILD)/kernels/arm/dotprod.o: ISAFLAGS := -march=armv8.2-a+dotprod
 

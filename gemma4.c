@@ -64,7 +64,7 @@ struct gemma4_model {
     g4_weight token_embd, output, per_layer_token_embd, per_layer_model_proj;
     const float *output_norm, *per_layer_proj_norm, *rope_freqs;
     /* 1-D tensors are converted to f32 once; they are tiny */
-    float **owned;
+    void **owned; /* heap blocks freed with the model: converted vectors, interleaved weights */
     size_t n_owned;
 };
 
@@ -154,6 +154,18 @@ static const gguf_tensor *find_shaped(const gemma4_model *m, const char *name, b
     return t;
 }
 
+/* Keeps a heap block until the model is freed (frees p on failure). */
+static int own(gemma4_model *m, void *p, char *err) {
+    void **grown = p ? realloc(m->owned, (m->n_owned + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(p);
+        return g4_error(err, NULL, "%s: out of memory", m->path);
+    }
+    m->owned = grown;
+    m->owned[m->n_owned++] = p;
+    return 0;
+}
+
 /* A 1-D tensor of n values as f32 (converted once if stored otherwise). */
 static int bind_vec(gemma4_model *m, const char *name, bool required, int64_t n, const float **out, char *err) {
     int rc;
@@ -161,14 +173,7 @@ static int bind_vec(gemma4_model *m, const char *name, bool required, int64_t n,
     const gguf_tensor *t = find_shaped(m, name, required, 1, &n, err, &rc);
     if (!t) return rc;
     float *v = malloc((size_t)n * sizeof *v);
-    float **grown = realloc(m->owned, (m->n_owned + 1) * sizeof *grown);
-    if (!v || !grown) {
-        free(v);
-        if (grown) m->owned = grown;
-        return g4_error(err, NULL, "%s: out of memory", m->path);
-    }
-    m->owned = grown;
-    m->owned[m->n_owned++] = v;
+    if ((rc = own(m, v, err))) return rc;
     g4_dequantize_row(t->type, t->data, v, n);
     *out = v;
     return 0;
@@ -188,13 +193,56 @@ static int bind_mat(gemma4_model *m, const char *name, bool required, int64_t n_
     w->n_out = n_out;
     w->row_bytes = g4_row_size(w->type, n_in);
     if (expert_stride) *expert_stride = w->row_bytes * (size_t)n_out;
-    /* opt-in: decode reads interleaved rows as one stream; the embedding
-     * tables are excluded because their rows are also looked up by token */
-    const char *repack = getenv("GEMMA4_REPACK");
-    if (repack && !strcmp(repack, "1") && !n_exp && !strstr(name, "token_embd") &&
-        g4_repack_supported(g4_kernels_active(), w) && !g4_repack(w, true))
-        return g4_error(err, NULL, "%s: out of memory repacking '%s'", m->path, name);
     return 0;
+}
+
+/* Interleaves one matrix, or a stack of n_stack matrices of stack_rows rows
+ * each (experts), for the active kernels (kernels/repack.h). A stack is
+ * interleaved whole only when every matrix in it, and w's own rows, are
+ * whole groups, so that expert e still starts at e * stride. */
+static int repack(gemma4_model *m, g4_weight *w, int64_t stack_rows, int64_t n_stack, char *err) {
+    g4_weight all = *w;
+    all.n_out = stack_rows * n_stack;
+    if (n_stack > 1 && (w->n_out % G4_REPACK_ROWS || stack_rows % G4_REPACK_ROWS)) return 0;
+    if (!w->data || !g4_repack_supported(g4_kernels_active(), &all)) return 0;
+    if (!g4_repack(&all, true)) return g4_error(err, NULL, "%s: out of memory interleaving weights", m->path);
+    w->data = all.data;
+    w->interleaved = 1;
+    return own(m, (void *)(uintptr_t)all.data, err);
+}
+
+/* Load-time interleaving of every matrix the active kernels have an
+ * interleaved kernel for, as llama.cpp's CPU repacking: decode then streams
+ * each matrix once with 8 rows per SIMD vector. GEMMA4_REPACK=0 keeps the
+ * zero-copy mapping. per_layer_token_embd stays plain: it is only gathered
+ * by token, never multiplied; token_embd is both (its rows are unpacked for
+ * the lookup). */
+static int repack_weights(gemma4_model *m, char *err) {
+    const char *env = getenv("GEMMA4_REPACK");
+    if (env && !strcmp(env, "0")) return 0;
+    const bool tied = m->output.data == m->token_embd.data;
+    int rc = repack(m, &m->token_embd, m->token_embd.n_out, 1, err);
+    if (tied) m->output = m->token_embd;
+    else rc = rc ? rc : repack(m, &m->output, m->output.n_out, 1, err);
+    rc = rc ? rc : repack(m, &m->per_layer_model_proj, m->per_layer_model_proj.n_out, 1, err);
+    for (int32_t l = 0; l < m->n_layer && !rc; l++) {
+        layer *L = &m->layers[l];
+        g4_weight *mats[] = {&L->attn_q, &L->attn_k, &L->attn_v, &L->attn_output, &L->ffn_gate, &L->ffn_up,
+                             &L->ffn_down, &L->ffn_gate_inp, &L->inp_gate, &L->proj};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0] && !rc; i++) rc = repack(m, mats[i], mats[i]->n_out, 1, err);
+        if (!L->moe || rc) continue;
+        const int64_t E = m->n_expert;
+        const bool fused = L->up_exps.data == (const char *)L->gate_exps.data + (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
+        rc = repack(m, &L->down_exps, (int64_t)(L->down_exps_stride / L->down_exps.row_bytes), E, err);
+        rc = rc ? rc : repack(m, &L->gate_exps, (int64_t)(L->gate_exps_stride / L->gate_exps.row_bytes), E, err);
+        if (fused && L->gate_exps.interleaved) {
+            L->up_exps.data = (const char *)L->gate_exps.data + (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
+            L->up_exps.interleaved = 1;
+        } else if (!fused) {
+            rc = rc ? rc : repack(m, &L->up_exps, (int64_t)(L->up_exps_stride / L->up_exps.row_bytes), E, err);
+        }
+    }
+    return rc;
 }
 
 static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int32_t *swa_pattern, char *err) {
@@ -374,7 +422,7 @@ gemma4_model *gemma4_load(const char *path, char *err) {
     if (!tmp) goto fail;
     int rc = load_hparams(m, tmp, tmp + G4_MAX_LAYERS, tmp + 2 * G4_MAX_LAYERS, err);
     free(tmp);
-    if (rc || load_tensors(m, err)) goto fail;
+    if (rc || load_tensors(m, err) || repack_weights(m, err)) goto fail;
     return m;
 fail:
     gemma4_model_free(m);
@@ -383,14 +431,6 @@ fail:
 
 void gemma4_model_free(gemma4_model *m) {
     if (!m) return;
-    for (int32_t l = 0; l < m->n_layer && l < G4_MAX_LAYERS; l++) {
-        layer *L = &m->layers[l];
-        g4_weight *mats[] = {&L->attn_q, &L->attn_k, &L->attn_v, &L->attn_output, &L->ffn_gate,
-                             &L->ffn_up,  &L->ffn_down, &L->ffn_gate_inp, &L->inp_gate, &L->proj};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) g4_repack_free(mats[i]);
-    }
-    g4_repack_free(&m->output);
-    g4_repack_free(&m->per_layer_model_proj);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     g4_vocab_free(m->vocab);
@@ -845,7 +885,8 @@ static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, con
     const float embd_scale = sqrtf((float)d);
     for (int32_t t = 0; t < n_tok; t++) {
         float *x = s->x + t * d;
-        g4_dequantize_row(m->token_embd.type, (const char *)m->token_embd.data + (size_t)tokens[t] * m->token_embd.row_bytes, x, d);
+        /* t3 is free until the layers: it takes an interleaved row unpacked */
+        g4_dequantize_row(m->token_embd.type, g4_weight_row(&m->token_embd, tokens[t], s->t3), x, d);
         for (int64_t i = 0; i < d; i++) x[i] *= embd_scale;
     }
     dump("inp_scaled", -1, s->x, n_tok, d);

@@ -9,7 +9,6 @@
 
 #include "kernels/kernels.h"
 #include "kernels/kquant_scales.h"
-#include "kernels/repack.h"
 
 /* ggml's order of float operations is part of the result: never let the
  * compiler fuse a multiply and an add. (GCC already does not in ISO C mode.) */
@@ -131,32 +130,19 @@ static void block_into_lanes(float lane[8], float d, const int8_t w[G4_QK], cons
     }
 }
 
-/* A Q4_0 row whose blocks lie step blocks apart (1 plain, 4 interleaved). */
-static float dot_q4_0_strided(int64_t n, const block_q4_0 *w, int64_t step, const block_q8_0 *a) {
+static float dot_q4_0(int64_t n, const void *vw, const void *va) {
+    const block_q4_0 *w = vw;
+    const block_q8_0 *a = va;
     float lane[8] = {0};
     for (int64_t b = 0; b < n / G4_QK; b++) {
-        const block_q4_0 *wb = w + b * step;
         int8_t q[G4_QK];
         for (int j = 0; j < G4_QK / 2; j++) {
-            q[j] = (int8_t)((wb->qs[j] & 15) - 8);
-            q[j + G4_QK / 2] = (int8_t)((wb->qs[j] >> 4) - 8);
+            q[j] = (int8_t)((w[b].qs[j] & 15) - 8);
+            q[j + G4_QK / 2] = (int8_t)((w[b].qs[j] >> 4) - 8);
         }
-        block_into_lanes(lane, FP16(wb->d) * FP16(a[b].d), q, a[b].qs);
+        block_into_lanes(lane, FP16(w[b].d) * FP16(a[b].d), q, a[b].qs);
     }
     return sum_lanes8(lane);
-}
-
-static float dot_q4_0(int64_t n, const void *vw, const void *va) { return dot_q4_0_strided(n, vw, 1, va); }
-
-static void q4_0_rows_x4(int64_t n, const void *vw, size_t row_bytes, int64_t n_rows, const void *vact, size_t act_bytes,
-                         int64_t n_tok, float *out, int64_t out_stride) {
-    const block_q4_0 *w = vw;
-    const uint8_t *act = vact;
-    for (int64_t r = 0; r < n_rows; r++) {
-        const block_q4_0 *row = w + (size_t)(r / G4_REPACK_ROWS) * (G4_REPACK_ROWS * row_bytes / sizeof *w) + r % G4_REPACK_ROWS;
-        for (int64_t t = 0; t < n_tok; t++)
-            out[t * out_stride + r] = dot_q4_0_strided(n, row, G4_REPACK_ROWS, (const block_q8_0 *)(act + (size_t)t * act_bytes));
-    }
 }
 
 static float dot_q4_1(int64_t n, const void *vw, const void *va) {
@@ -446,7 +432,6 @@ static const g4_kernels scalar = {
             [G4_TYPE_IQ4_NL] = dot_iq4_nl,
             [G4_TYPE_IQ4_XS] = dot_iq4_xs,
         },
-    .mul_rows_x4 = {[G4_TYPE_Q4_0] = q4_0_rows_x4},
     .quantize_act =
         {
             [G4_TYPE_Q8_0] = quantize_q8_0,

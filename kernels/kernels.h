@@ -32,8 +32,11 @@ typedef struct g4_kernels {
     void (*mul_rows[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
                                     size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
     /* mul_rows for weights in the interleaved layout (kernels/repack.h):
-     * w is the start of a run of 4-row groups, n_rows a multiple of 4. */
-    void (*mul_rows_x4[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
+     * w is the start of a run of 8-row groups, n_rows a multiple of 8.
+     * These kernels keep one output row per SIMD lane, so their float sums
+     * run in another order than vec_dot's: equal within rounding, not in
+     * bits. NULL where the ISA has none; then weights stay plain for it. */
+    void (*mul_rows_x8[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
                                        size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
     /* f32 -> activation format (indexed by the activation type). Integer
      * formats round to nearest even with d = amax/127, as ggml's x86 path. */
@@ -63,15 +66,20 @@ void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_p
 /* The same with a chosen table (tests and benchmarks compare ISAs). */
 void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
 
-/* Optional load-time interleaving of a weight's rows (kernels/repack.h).
- * Whether w can be interleaved for table k: a 2-D weight whose type has a
- * mul_rows_x4 there. */
+/* Rows per interleaved group (kernels/repack.h). */
+#define G4_REPACK_ROWS 8
+/* Load-time interleaving of a weight's rows (kernels/repack.h). Whether w
+ * can be interleaved for table k: a plain weight of at least 8 rows whose
+ * type has a mul_rows_x8 there. */
 bool g4_repack_supported(const g4_kernels *k, const g4_weight *w);
 /* Copies w's rows into interleaved anonymous memory and points w at the
  * copy; with drop_file_pages (only for a read-only file mapping, which
  * refaults them) the source's whole pages leave memory, so the weights are
  * not resident twice. Returns false (w unchanged) when out of memory. */
 bool g4_repack(g4_weight *w, bool drop_file_pages);
+/* The plain bytes of one row: in place for a plain weight, else unpacked
+ * into scratch (row_bytes). */
+const void *g4_weight_row(const g4_weight *w, int64_t row, void *scratch);
 /* Frees the copy of an interleaved weight; plain weights are left alone. */
 void g4_repack_free(g4_weight *w);
 

@@ -8,8 +8,8 @@
 #include "kernels/kernels.h"
 #include "kernels/repack.h"
 
-/* Rows a thread's share is rounded to: the SIMD kernels' row tile. */
-#define ROW_GROUP 4
+/* Rows a thread's share is rounded to: an interleaved group. */
+#define ROW_GROUP G4_REPACK_ROWS
 /* Tokens served by one pass over a thread's rows: their converted
  * activations (about 2 KB per 2048 inputs) stay in L2 meanwhile. */
 #define TOKEN_BLOCK 32
@@ -45,13 +45,27 @@ static void rows_by_vec_dot(float (*dot)(int64_t, const void *, const void *), i
             out[t * out_stride + r] = dot(n, w + (size_t)r * row_bytes, act + (size_t)t * act_bytes);
 }
 
-typedef void rows_fn(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
-                     int64_t n_tok, float *out, int64_t out_stride);
+/* Plain rows with table k: its mul_rows, else one vec_dot per output. */
+static void plain_rows(const g4_kernels *k, const g4_weight *w, const char *rows, int64_t n_rows, const char *act,
+                       size_t act_bytes, int64_t n_tok, float *out) {
+    if (k->mul_rows[w->type])
+        k->mul_rows[w->type](w->n_in, rows, w->row_bytes, n_rows, act, act_bytes, n_tok, out, w->n_out);
+    else
+        rows_by_vec_dot(k->vec_dot[w->type], w->n_in, rows, w->row_bytes, n_rows, act, act_bytes, n_tok, out, w->n_out);
+}
 
-/* A table without a kernel for the interleaved layout (a weight repacked for
- * another ISA) uses the scalar one, which every packable type has. */
-static rows_fn *interleaved_rows(const g4_kernels *k, const g4_weight *w) {
-    return k->mul_rows_x4[w->type] ? k->mul_rows_x4[w->type] : g4_kernels_scalar()->mul_rows_x4[w->type];
+/* Interleaved rows for a table without an interleaved kernel (tests run
+ * every table on one weight): each row unpacked, then the plain kernels. */
+static void unpacked_rows(const g4_kernels *k, const g4_weight *w, int64_t first, int64_t end, const char *act,
+                          size_t act_bytes, int64_t n_tok, float *out) {
+    char *scratch = malloc(w->row_bytes);
+    if (!scratch) {
+        fprintf(stderr, "g4_matmul: out of memory for a %zu-byte row\n", w->row_bytes);
+        exit(EXIT_FAILURE);
+    }
+    for (int64_t r = first; r < end; r++)
+        plain_rows(k, w, g4_weight_row(w, r, scratch), 1, act, act_bytes, n_tok, out + (r - first));
+    free(scratch);
 }
 
 static void dot_rows(void *arg, int ith, int nth) {
@@ -62,7 +76,7 @@ static void dot_rows(void *arg, int ith, int nth) {
     int64_t end = groups * (ith + 1) / nth * ROW_GROUP;
     if (end > w->n_out) end = w->n_out;
     if (first >= end) return;
-    /* interleaved weights: the 4-row groups, then the plain tail rows */
+    /* interleaved weights: the 8-row groups, then the plain tail rows */
     const int64_t grouped = w->interleaved ? w->n_out / G4_REPACK_ROWS * G4_REPACK_ROWS : 0;
     const int64_t mid = end < grouped ? end : grouped > first ? grouped : first;
     const char *rows = (const char *)w->data + (size_t)first * w->row_bytes;
@@ -70,16 +84,13 @@ static void dot_rows(void *arg, int ith, int nth) {
         const int64_t nt = j->n_tok - t0 < TOKEN_BLOCK ? j->n_tok - t0 : TOKEN_BLOCK;
         const char *act = j->act + (size_t)t0 * j->act_row_bytes;
         float *out = j->y + t0 * w->n_out + first;
-        if (mid > first)
-            interleaved_rows(j->k, w)(w->n_in, rows, w->row_bytes, mid - first, act, j->act_row_bytes, nt, out, w->n_out);
-        if (end == mid) continue;
-        const char *tail = rows + (size_t)(mid - first) * w->row_bytes;
-        float *tail_out = out + (mid - first);
-        if (j->k->mul_rows[w->type])
-            j->k->mul_rows[w->type](w->n_in, tail, w->row_bytes, end - mid, act, j->act_row_bytes, nt, tail_out, w->n_out);
-        else
-            rows_by_vec_dot(j->k->vec_dot[w->type], w->n_in, tail, w->row_bytes, end - mid, act, j->act_row_bytes, nt,
-                            tail_out, w->n_out);
+        if (mid > first && j->k->mul_rows_x8[w->type])
+            j->k->mul_rows_x8[w->type](w->n_in, rows, w->row_bytes, mid - first, act, j->act_row_bytes, nt, out, w->n_out);
+        else if (mid > first)
+            unpacked_rows(j->k, w, first, mid, act, j->act_row_bytes, nt, out);
+        if (end > mid)
+            plain_rows(j->k, w, rows + (size_t)(mid - first) * w->row_bytes, end - mid, act, j->act_row_bytes, nt,
+                       out + (mid - first));
     }
 }
 

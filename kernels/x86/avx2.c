@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "kernels/isa.h"
-#include "kernels/repack.h"
+#include "kernels/x86/avx2.h"
 
 /* Decode runs one token against 4 rows; prefill 4 x 4 tiles (the lowest
  * instruction count per block and token of the shapes tried: 4x2, 2x4, 3x4,
@@ -71,10 +71,9 @@ typedef struct {
     __m256 d;
 } q8_0_token;
 
-/* Block b of tile row r is at w + r * row_step + b * block_step: plain rows
- * (row_bytes, one block) or an interleaved group (one block, four blocks). */
-INLINE void tile_q32_strided(enum g4_type type, int R, int T, int64_t n, const uint8_t *w, size_t row_step,
-                             size_t block_step, const uint8_t *act, size_t act_bytes, float *out, int64_t out_stride) {
+INLINE void tile_q32(enum g4_type type, int R, int T, int64_t n, const uint8_t *w, size_t row_bytes,
+                     const uint8_t *act, size_t act_bytes, float *out, int64_t out_stride) {
+    const size_t wsize = type == G4_TYPE_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0);
     __m256 acc[TILE_R][TILE_T];
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / G4_QK; b++) {
@@ -86,7 +85,7 @@ INLINE void tile_q32_strided(enum g4_type type, int R, int T, int64_t n, const u
             if (type == G4_TYPE_Q4_0) tok[t].a8 = _mm256_maddubs_epi16(_mm256_set1_epi8(8), tok[t].a);
         }
         UNROLL for (int r = 0; r < R; r++) {
-            const uint8_t *blk = w + r * row_step + b * block_step;
+            const uint8_t *blk = w + r * row_bytes + b * wsize;
             const __m256 dw = fp16_lanes(blk);
             __m256i q;
             if (type == G4_TYPE_Q4_0) q = q4_nibbles(blk + offsetof(block_q4_0, qs));
@@ -106,31 +105,6 @@ INLINE void tile_q32_strided(enum g4_type type, int R, int T, int64_t n, const u
         }
     }
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int t = 0; t < T; t++) out[t * out_stride + r] = sum_lanes(acc[r][t]);
-}
-
-INLINE void tile_q32(enum g4_type type, int R, int T, int64_t n, const uint8_t *w, size_t row_bytes,
-                     const uint8_t *act, size_t act_bytes, float *out, int64_t out_stride) {
-    const size_t wsize = type == G4_TYPE_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0);
-    tile_q32_strided(type, R, T, n, w, row_bytes, wsize, act, act_bytes, out, out_stride);
-}
-
-/* An interleaved Q4_0 group (kernels/repack.h) against T tokens. */
-INLINE void tile_q4_0_x4(int T, int64_t n, const uint8_t *w, const uint8_t *act, size_t act_bytes, float *out,
-                         int64_t out_stride) {
-    tile_q32_strided(G4_TYPE_Q4_0, G4_REPACK_ROWS, T, n, w, sizeof(block_q4_0), G4_REPACK_ROWS * sizeof(block_q4_0), act,
-                     act_bytes, out, out_stride);
-}
-
-static void q4_0_rows_x4(int64_t n, const void *vw, size_t row_bytes, int64_t n_rows, const void *vact, size_t act_bytes,
-                         int64_t n_tok, float *out, int64_t out_stride) {
-    const uint8_t *w = vw, *act = vact;
-    for (int64_t r = 0; r < n_rows; r += G4_REPACK_ROWS) {
-        const uint8_t *group = w + r * row_bytes;
-        int64_t t = 0;
-        for (; t + TILE_T <= n_tok; t += TILE_T)
-            tile_q4_0_x4(TILE_T, n, group, act + t * act_bytes, act_bytes, out + t * out_stride + r, out_stride);
-        for (; t < n_tok; t++) tile_q4_0_x4(1, n, group, act + t * act_bytes, act_bytes, out + t * out_stride + r, out_stride);
-    }
 }
 
 /* ---- K formats against Q8_K ---- */
@@ -365,7 +339,8 @@ static const g4_kernels avx2 = {
             [G4_TYPE_Q5_K] = q5_K_rows,
             [G4_TYPE_Q6_K] = q6_K_rows,
         },
-    .mul_rows_x4 = {[G4_TYPE_Q4_0] = q4_0_rows_x4},
+    .mul_rows_x8 = {[G4_TYPE_Q4_0] = g4_avx2_q4_0_rows_x8, [G4_TYPE_Q4_K] = g4_avx2_q4_K_rows_x8},
+    .quantize_act = {[G4_TYPE_Q8_0] = g4_avx2_quantize_q8_0, [G4_TYPE_Q8_K] = g4_avx2_quantize_q8_K},
 };
 
 const g4_kernels *g4_kernels_avx2(void) { return &avx2; }

@@ -1,0 +1,17 @@
+/* AVX2 kernels of other files that the AVX2 table in kernels/x86/avx2.c
+ * lists: mul_rows_x8 (kernels.h) for Q4_0 and Q4_K (avx2_x8.c), the Q8_0
+ * and Q8_K activation quantizers (avx2_act.c). */
+#ifndef G4_X86_AVX2_H
+#define G4_X86_AVX2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void g4_avx2_q4_0_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
+                          int64_t n_tok, float *out, int64_t out_stride);
+void g4_avx2_q4_K_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
+                          int64_t n_tok, float *out, int64_t out_stride);
+void g4_avx2_quantize_q8_0(const float *x, void *y, int64_t n);
+void g4_avx2_quantize_q8_K(const float *x, void *y, int64_t n);
+
+#endif

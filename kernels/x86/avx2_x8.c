@@ -1,0 +1,214 @@
+/* AVX2 kernels for interleaved Q4_0 and Q4_K groups (kernels/repack.h).
+ *
+ * One 32-byte load holds 4 code bytes of each of 8 rows, row r in 32-bit
+ * lane r. Against 4 activation bytes broadcast to every lane, one
+ * maddubs gives each row its products, and the lanes stay rows all the way
+ * to the output: the nibble unpacking, the int -> float conversion and the
+ * scaling are done once for 8 rows, where the plain-layout kernels do them
+ * per row. The codes are unsigned (Q4_0 stores value + 8), so the integer
+ * sums are corrected by the activation sums, which depend only on the token
+ * and are prepared once per call ("side terms").
+ *
+ * int16 headroom: a maddubs lane is at most 2 * 15 * 127 = 3810, and at
+ * most 8 of them are added before madd widens to int32. */
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/repack.h"
+#include "kernels/x86/avx2.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+/* Tokens per pass over a group: the group's blocks are unpacked once for
+ * them, and their accumulators still fit the 16 vector registers. */
+#define X8_TOKENS 4
+
+/* 4 activation bytes in every 32-bit lane. */
+INLINE __m256i act4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+/* The 8 rows' fp16 scales as 8 float lanes. */
+INLINE __m256 rows_fp16(const g4_fp16 *d) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)); }
+
+INLINE __m256 act_scale(float d) { return _mm256_set1_ps(d); }
+
+static int32_t *side_alloc(size_t n) {
+    int32_t *p = malloc(n * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "avx2 x8 kernel: out of memory for %zu side terms\n", n);
+        exit(EXIT_FAILURE);
+    }
+    return p;
+}
+
+/* ---- Q4_0 against Q8_0: side term 8 * (sum of a block's activations) ---- */
+
+static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side) {
+    for (int64_t t = 0; t < n_tok; t++) {
+        const block_q8_0 *a = (const block_q8_0 *)(act + (size_t)t * act_bytes);
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t s = 0;
+            for (int j = 0; j < G4_QK; j++) s += a[b].qs[j];
+            side[t * nb + b] = 8 * s;
+        }
+    }
+}
+
+INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t *act, size_t act_bytes,
+                         const int32_t *side, float *out, int64_t out_stride) {
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    __m256 acc[X8_TOKENS];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q4_0x8 *gb = g + b;
+        const block_q8_0 *a[X8_TOKENS];
+        __m256i s[X8_TOKENS];
+        UNROLL for (int t = 0; t < T; t++) {
+            a[t] = (const block_q8_0 *)(act + (size_t)t * act_bytes) + b;
+            s[t] = _mm256_setzero_si256();
+        }
+        UNROLL for (int k = 0; k < 4; k++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)gb->qs[k]);
+            const __m256i lo = _mm256_and_si256(x, m4), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+            UNROLL for (int t = 0; t < T; t++) {
+                s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(lo, act4(a[t]->qs + 4 * k)));
+                s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(hi, act4(a[t]->qs + 16 + 4 * k)));
+            }
+        }
+        const __m256 dw = rows_fp16(gb->d);
+        UNROLL for (int t = 0; t < T; t++) {
+            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s[t], ones), _mm256_set1_epi32(side[t * nb + b]));
+            const __m256 d = _mm256_mul_ps(dw, act_scale(_cvtsh_ss(a[t]->d)));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
+/* ---- Q4_K against Q8_K ----
+ * Side terms, 4 per super-block: the activation sums B[s] of its 8
+ * sub-blocks as int16 pairs (B0,B2) (B1,B3) (B4,B6) (B5,B7), the order in
+ * which the unpacked mins pair up below. */
+
+static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side) {
+    static const int order[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+    for (int64_t t = 0; t < n_tok; t++) {
+        const block_q8_K *a = (const block_q8_K *)(act + (size_t)t * act_bytes);
+        for (int64_t b = 0; b < nb; b++)
+            for (int j = 0; j < 4; j++) {
+                const int16_t *bs = a[b].bsums;
+                const uint16_t lo = (uint16_t)(bs[2 * order[j][0]] + bs[2 * order[j][0] + 1]);
+                const uint16_t hi = (uint16_t)(bs[2 * order[j][1]] + bs[2 * order[j][1] + 1]);
+                side[(t * nb + b) * 4 + j] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+            }
+    }
+}
+
+/* The 6-bit scales and mins of the 8 rows (kquant_scales.h packing), lane r
+ * holding row r's four values: sc[0] scales 0-3, sc[1] scales 4-7, mn[0]
+ * mins 0-3, mn[1] mins 4-7. Bytes 0-3 hold scales 0-3 and the top bits of
+ * scales 4-7, bytes 4-7 the same for mins, bytes 8-11 the low bits of
+ * scales 4-7 (low nibbles) and mins 4-7 (high nibbles). */
+INLINE void q4_K_scales(const block_q4_Kx8 *gb, __m256i sc[2], __m256i mn[2]) {
+    const __m256i w0 = _mm256_loadu_si256((const __m256i *)gb->scales[0]);
+    const __m256i w1 = _mm256_loadu_si256((const __m256i *)gb->scales[1]);
+    const __m256i w2 = _mm256_loadu_si256((const __m256i *)gb->scales[2]);
+    const __m256i m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(15), top = _mm256_set1_epi8(0x30);
+    sc[0] = _mm256_and_si256(w0, m6);
+    mn[0] = _mm256_and_si256(w1, m6);
+    /* (byte >> 6) << 4 is (byte >> 2) & 0x30; the 16-bit shift only brings
+     * the neighbour's bits into bits 6-7, which the mask drops */
+    sc[1] = _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_and_si256(_mm256_srli_epi16(w0, 2), top));
+    mn[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w2, 4), m4), _mm256_and_si256(_mm256_srli_epi16(w1, 2), top));
+}
+
+/* Scale of sub-block s (byte s % 4 of sc[s / 4]) as an int16 pair in every
+ * lane, for madd against the pair sums of maddubs. */
+INLINE __m256i q4_K_sub_scale(const __m256i sc[2], int s) {
+    const char j = (char)(s % 4), z = (char)0x80;
+    const __m256i pick = _mm256_setr_epi8(j, z, j, z, 4 + j, z, 4 + j, z, 8 + j, z, 8 + j, z, 12 + j, z, 12 + j, z, j, z, j,
+                                          z, 4 + j, z, 4 + j, z, 8 + j, z, 8 + j, z, 12 + j, z, 12 + j, z);
+    return _mm256_shuffle_epi8(sc[s / 4], pick);
+}
+
+INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t *act, size_t act_bytes,
+                         const int32_t *side, float *out, int64_t out_stride) {
+    const __m256i m4 = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xff);
+    __m256 acc[X8_TOKENS];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q4_Kx8 *gb = g + b;
+        const block_q8_K *a[X8_TOKENS];
+        __m256i isum[X8_TOKENS];
+        UNROLL for (int t = 0; t < T; t++) {
+            a[t] = (const block_q8_K *)(act + (size_t)t * act_bytes) + b;
+            isum[t] = _mm256_setzero_si256();
+        }
+        __m256i sc[2], mn[2];
+        q4_K_scales(gb, sc, mn);
+        UNROLL for (int c = 0; c < 4; c++) {
+            __m256i s_lo[X8_TOKENS], s_hi[X8_TOKENS];
+            UNROLL for (int t = 0; t < T; t++) s_lo[t] = s_hi[t] = _mm256_setzero_si256();
+            UNROLL for (int k = 0; k < 8; k++) {
+                const __m256i x = _mm256_loadu_si256((const __m256i *)gb->qs[c][k]);
+                const __m256i lo = _mm256_and_si256(x, m4), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+                UNROLL for (int t = 0; t < T; t++) {
+                    const int8_t *q = a[t]->qs + 64 * c + 4 * k;
+                    s_lo[t] = _mm256_add_epi16(s_lo[t], _mm256_maddubs_epi16(lo, act4(q)));
+                    s_hi[t] = _mm256_add_epi16(s_hi[t], _mm256_maddubs_epi16(hi, act4(q + 32)));
+                }
+            }
+            const __m256i sc_lo = q4_K_sub_scale(sc, 2 * c), sc_hi = q4_K_sub_scale(sc, 2 * c + 1);
+            UNROLL for (int t = 0; t < T; t++) {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s_lo[t], sc_lo));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s_hi[t], sc_hi));
+            }
+        }
+        /* mins as int16 pairs per lane: (m0,m2) (m1,m3) (m4,m6) (m5,m7) */
+        const __m256i mp[4] = {_mm256_and_si256(mn[0], even), _mm256_srli_epi16(mn[0], 8), _mm256_and_si256(mn[1], even),
+                               _mm256_srli_epi16(mn[1], 8)};
+        const __m256 dw = rows_fp16(gb->d), dmw = rows_fp16(gb->dmin);
+        UNROLL for (int t = 0; t < T; t++) {
+            const int32_t *bp = side + (t * nb + b) * 4;
+            __m256i msum = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(bp[0]));
+            UNROLL for (int j = 1; j < 4; j++) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp[j], _mm256_set1_epi32(bp[j])));
+            const __m256 da = act_scale(a[t]->d);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmw, da), _mm256_cvtepi32_ps(msum), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
+/* ---- drivers: every group against the tokens, X8_TOKENS at a time ---- */
+
+#define X8_DRIVER(name, tile, side_fn, block_t, per_block, qk)                                                        \
+    void name(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,          \
+              int64_t n_tok, float *out, int64_t out_stride) {                                                       \
+        const int64_t nb = n / (qk);                                                                                 \
+        int32_t *side = side_alloc((size_t)(n_tok * nb * (per_block)));                                              \
+        side_fn(nb, act, act_bytes, n_tok, side);                                                                    \
+        for (int64_t r = 0; r < n_rows; r += G4_REPACK_ROWS) {                                                       \
+            const block_t *g = (const block_t *)((const uint8_t *)w + (size_t)r * row_bytes);                       \
+            for (int64_t t = 0; t < n_tok; t += X8_TOKENS) {                                                         \
+                const uint8_t *a = (const uint8_t *)act + (size_t)t * act_bytes;                                     \
+                const int32_t *s = side + t * nb * (per_block);                                                      \
+                float *o = out + t * out_stride + r;                                                                 \
+                switch (n_tok - t < X8_TOKENS ? n_tok - t : X8_TOKENS) {                                             \
+                case 1: tile(1, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
+                case 2: tile(2, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
+                case 3: tile(3, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
+                default: tile(4, nb, g, a, act_bytes, s, o, out_stride); break;                                      \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
+        free(side);                                                                                                  \
+    }
+
+X8_DRIVER(g4_avx2_q4_0_rows_x8, tile_q4_0_x8, q4_0_side, block_q4_0x8, 1, G4_QK)
+X8_DRIVER(g4_avx2_q4_K_rows_x8, tile_q4_K_x8, q4_K_side, block_q4_Kx8, 4, G4_QK_K)
