@@ -37,7 +37,8 @@ LIB       := $(BUILD)/libgemma4.a
 AVX2_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/x86/avx2*.c))
 $(AVX2_OBJ): ISAFLAGS := -mavx2 -mfma -mf16c
 $(BUILD)/kernels/x86/avx512.o: ISAFLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
-$(BUILD)/kernels/arm/dotprod.o: ISAFLAGS := -march=armv8.2-a+dotprod
+DOTPROD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/arm/dotprod*.c))
+$(DOTPROD_OBJ): ISAFLAGS := -march=armv8.2-a+dotprod
 
 .PHONY: all test test-bins werror asan static fuzz fuzz-run neon-test check bench clean
 all: gemma4

@@ -664,38 +664,41 @@ typedef struct attn_job {
     int32_t n_tok;
 } attn_job;
 
-/* Causal attention over the token's own sequence, one (token, head) pair at
- * a time; the pairs are spread over the pool. Cached rows are read a page
- * at a time. Scale is 1: the q/k norms replace it. */
+/* Causal attention over the token's own sequence, one (token, KV head) pair
+ * at a time, so the query heads that share the KV head read each cached row
+ * once (grouped-query attention); the pairs are spread over the pool.
+ * Cached rows are read a page at a time. Scale is 1: the q/k norms replace
+ * it. scores holds one row of span values per query head of the group. */
 static void attention_task(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     gemma4_session *s = j->s;
     const gemma4_model *m = s->m;
     const layer *L = j->L;
-    const int32_t H = m->n_head, hd = L->head_dim, group = H / L->n_head_kv;
+    const g4_kernels *k = g4_kernels_active();
+    const int32_t H = m->n_head, Hkv = L->n_head_kv, hd = L->head_dim, group = H / Hkv;
     const int64_t q_row = (int64_t)H * hd;
     float *scores = s->scores + (size_t)ith * s->scores_per_thread;
-    for (int64_t job = ith; job < (int64_t)j->n_tok * H; job += nth) {
-        const int32_t t = (int32_t)(job / H), h = (int32_t)(job % H), g = h / group;
+    for (int64_t job = ith; job < (int64_t)j->n_tok * Hkv; job += nth) {
+        const int32_t t = (int32_t)(job / Hkv), g = (int32_t)(job % Hkv);
         const int32_t seq = s->tok_seq[t], pos = s->tok_pos[t];
         /* sliding layers see the current token and the W-1 before it */
-        const int32_t lo = L->swa && pos - m->n_swa + 1 > 0 ? pos - m->n_swa + 1 : 0;
-        const float *q = s->q + t * q_row + (int64_t)h * hd;
+        const int32_t lo = L->swa && pos - m->n_swa + 1 > 0 ? pos - m->n_swa + 1 : 0, span = pos - lo + 1;
+        const float *q = s->q + t * q_row + (int64_t)g * group * hd;
         const size_t k_off = g4_row_size(s->type_k, (int64_t)g * hd), v_off = g4_row_size(s->type_v, (int64_t)g * hd);
         int32_t n;
         size_t stride;
         for (int32_t p = lo; p <= pos; p += n) {
             const char *rows = g4_kv_rows(s->kv, seq, L->kv_src, p, false, &n, &stride);
             if (n > pos - p + 1) n = pos - p + 1;
-            g4_kv_dot_rows(s->type_k, rows, stride, k_off, n, q, hd, scores + (p - lo));
+            k->kv_scores[s->type_k](rows + k_off, stride, n, hd, q, group, scores + (p - lo), span);
         }
-        g4_softmax(scores, pos - lo + 1);
-        float *o = s->o + t * q_row + (int64_t)h * hd;
-        for (int32_t i = 0; i < hd; i++) o[i] = 0.0f;
+        for (int32_t h = 0; h < group; h++) g4_softmax(scores + (size_t)h * span, span);
+        float *o = s->o + t * q_row + (int64_t)g * group * hd;
+        memset(o, 0, (size_t)group * hd * sizeof *o);
         for (int32_t p = lo; p <= pos; p += n) {
             const char *rows = g4_kv_rows(s->kv, seq, L->kv_src, p, true, &n, &stride);
             if (n > pos - p + 1) n = pos - p + 1;
-            g4_kv_axpy_rows(s->type_v, rows, stride, v_off, n, scores + (p - lo), hd, o);
+            k->kv_accum[s->type_v](rows + v_off, stride, n, hd, scores + (p - lo), group, span, o);
         }
     }
 }
@@ -915,9 +918,13 @@ static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, con
     dump("result_output", -1, out, n_out, m->n_vocab);
 }
 
-/* Scratch for the scores of a query at position up to max_pos. */
+/* Scratch for the scores of the query heads of one KV head at positions up
+ * to max_pos. */
 static int fit_scores(gemma4_session *s, int32_t max_pos, char *err) {
-    const size_t need = (size_t)max_pos + 1;
+    int32_t group = 1;
+    for (int32_t l = 0; l < s->m->n_layer; l++)
+        if (s->m->n_head / s->m->layers[l].n_head_kv > group) group = s->m->n_head / s->m->layers[l].n_head_kv;
+    const size_t need = ((size_t)max_pos + 1) * (size_t)group;
     if (need <= s->scores_per_thread) return 0;
     const size_t per = need > 2 * s->scores_per_thread ? need : 2 * s->scores_per_thread;
     float *g = realloc(s->scores, (size_t)g4_pool_size(s->pool) * per * sizeof *g);

@@ -3,7 +3,6 @@
  * index, or -1 where it has no page (never written, or recycled). */
 #include "kvcache.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,13 +47,6 @@ struct g4_kv_cache {
     sequence *seq;
 };
 
-/* f16 -> f32 by table: the conversion is the hot loop of an f16 cache */
-static float fp16_table[1 << 16];
-static pthread_once_t fp16_once = PTHREAD_ONCE_INIT;
-static void fp16_table_init(void) {
-    for (uint32_t h = 0; h < 1u << 16; h++) fp16_table[h] = g4_fp16_to_fp32((g4_fp16)h);
-}
-
 static size_t align_up(size_t n) { return (n + REGION_ALIGN - 1) / REGION_ALIGN * REGION_ALIGN; }
 
 bool g4_kv_type_supported(enum g4_type type) {
@@ -80,7 +72,6 @@ g4_kv_cache *g4_kv_new(const g4_kv_params *p, char *err) {
             if (p->width[l] % g4_type_info(types[i])->blck_size)
                 return g4_error(err, NULL, "KV cache: layer %d rows of %d values do not fit %s blocks", l, p->width[l],
                             g4_type_name(types[i])), NULL;
-    pthread_once(&fp16_once, fp16_table_init);
     g4_kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv) return g4_error(err, NULL, "KV cache: out of memory"), NULL;
     *kv = (g4_kv_cache){.n_layer = p->n_layer, .n_swa = p->n_swa, .page_size = p->page_size, .n_seq = p->n_seq,
@@ -347,43 +338,6 @@ const void *g4_kv_rows(const g4_kv_cache *kv, int32_t seq, int32_t il, int32_t p
 }
 
 /* One loop per type, so that the type test stays out of the inner loop. */
-void g4_kv_dot_rows(enum g4_type type, const char *rows, size_t stride, size_t head_off, int32_t n, const float *q,
-                    int32_t hd, float *scores) {
-    rows += head_off;
-    for (int32_t r = 0; r < n; r++, rows += stride) {
-        float dot = 0.0f;
-        if (type == G4_TYPE_F32) {
-            const float *k = (const float *)rows;
-            for (int32_t i = 0; i < hd; i++) dot += q[i] * k[i];
-        } else if (type == G4_TYPE_F16) {
-            const g4_fp16 *k = (const g4_fp16 *)rows;
-            for (int32_t i = 0; i < hd; i++) dot += q[i] * fp16_table[k[i]];
-        } else {
-            const block_q8_0 *b = (const block_q8_0 *)rows;
-            for (int32_t i = 0; i < hd; i++) dot += q[i] * (b[i / G4_QK].qs[i % G4_QK] * fp16_table[b[i / G4_QK].d]);
-        }
-        scores[r] = dot;
-    }
-}
-
-void g4_kv_axpy_rows(enum g4_type type, const char *rows, size_t stride, size_t head_off, int32_t n, const float *w,
-                     int32_t hd, float *o) {
-    rows += head_off;
-    for (int32_t r = 0; r < n; r++, rows += stride) {
-        const float wr = w[r];
-        if (type == G4_TYPE_F32) {
-            const float *v = (const float *)rows;
-            for (int32_t i = 0; i < hd; i++) o[i] += wr * v[i];
-        } else if (type == G4_TYPE_F16) {
-            const g4_fp16 *v = (const g4_fp16 *)rows;
-            for (int32_t i = 0; i < hd; i++) o[i] += wr * fp16_table[v[i]];
-        } else {
-            const block_q8_0 *b = (const block_q8_0 *)rows;
-            for (int32_t i = 0; i < hd; i++) o[i] += wr * (b[i / G4_QK].qs[i % G4_QK] * fp16_table[b[i / G4_QK].d]);
-        }
-    }
-}
-
 void g4_kv_advance(g4_kv_cache *kv, int32_t seq, const int32_t *tokens, int32_t n) {
     sequence *s = &kv->seq[seq];
     memcpy(s->tokens + s->len, tokens, (size_t)n * sizeof *tokens);

@@ -82,14 +82,6 @@ void g4_kv_store(g4_kv_cache *kv, int32_t seq, int32_t il, int32_t pos, const fl
  * Values [g*hd, (g+1)*hd) of a row start g4_row_size(type, g*hd) bytes in. */
 const void *g4_kv_rows(const g4_kv_cache *kv, int32_t seq, int32_t il, int32_t pos, bool v, int32_t *n_rows,
                        size_t *stride);
-/* The two halves of attention over a span of rows (from g4_kv_rows), on the
- * hd values head_off bytes into each row, in plain f32 arithmetic in
- * position order (bit-identical to f32 loops over dequantized rows):
- *   scores[r] = dot(q, K_r)          o += w[r] * V_r   for r < n */
-void g4_kv_dot_rows(enum g4_type type, const char *rows, size_t stride, size_t head_off, int32_t n, const float *q,
-                    int32_t hd, float *scores);
-void g4_kv_axpy_rows(enum g4_type type, const char *rows, size_t stride, size_t head_off, int32_t n, const float *w,
-                     int32_t hd, float *o);
 /* Appends n tokens whose rows were stored, then recycles the sliding pages
  * the window has left. */
 void g4_kv_advance(g4_kv_cache *kv, int32_t seq, const int32_t *tokens, int32_t n);

@@ -140,6 +140,8 @@ static void build_tables(void) {
         for (int t = 0; t < G4_TYPE_COUNT; t++) {
             if (!k.vec_dot[t]) k.vec_dot[t] = scalar->vec_dot[t];
             if (!k.quantize_act[t]) k.quantize_act[t] = scalar->quantize_act[t];
+            if (!k.kv_scores[t]) k.kv_scores[t] = scalar->kv_scores[t];
+            if (!k.kv_accum[t]) k.kv_accum[t] = scalar->kv_accum[t];
         }
         completed[i] = k;
         usable[i] = true;

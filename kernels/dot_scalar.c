@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "kernels/kernels.h"
 #include "kernels/kquant_scales.h"
 
@@ -440,6 +441,8 @@ static const g4_kernels scalar = {
             [G4_TYPE_F16] = quantize_f16,
             [G4_TYPE_BF16] = quantize_bf16,
         },
+    .kv_scores = {[G4_TYPE_F32] = g4_kv_scores_f32, [G4_TYPE_F16] = g4_kv_scores_f16, [G4_TYPE_Q8_0] = g4_kv_scores_q8_0},
+    .kv_accum = {[G4_TYPE_F32] = g4_kv_accum_f32, [G4_TYPE_F16] = g4_kv_accum_f16, [G4_TYPE_Q8_0] = g4_kv_accum_q8_0},
 };
 
 const g4_kernels *g4_kernels_scalar(void) { return &scalar; }

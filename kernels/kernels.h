@@ -38,6 +38,17 @@ typedef struct g4_kernels {
      * bits. NULL where the ISA has none; then weights stay plain for it. */
     void (*mul_rows_x8[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
                                        size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
+    /* Attention over cached K/V rows (F32, F16 or Q8_0, kvcache.h) for the
+     * nq query heads that share one KV head, so each cached row is read
+     * once for all of them (grouped-query attention). Rows are stride bytes
+     * apart, hd values each; queries and outputs hd floats apart:
+     *   kv_scores: scores[h * s_stride + r] = dot(q[h], row r)
+     *   kv_accum:  o[h] += sum over r of p[h * p_stride + r] * row r
+     * NULL where the ISA has nothing better than scalar. */
+    void (*kv_scores[G4_TYPE_COUNT])(const char *rows, size_t stride, int32_t n, int32_t hd, const float *q, int32_t nq,
+                                     float *scores, int32_t s_stride);
+    void (*kv_accum[G4_TYPE_COUNT])(const char *rows, size_t stride, int32_t n, int32_t hd, const float *p, int32_t nq,
+                                    int32_t p_stride, float *o);
     /* f32 -> activation format (indexed by the activation type). Integer
      * formats round to nearest even with d = amax/127, as ggml's x86 path. */
     void (*quantize_act[G4_TYPE_COUNT])(const float *x, void *y, int64_t n);

@@ -74,6 +74,31 @@ await run('tools', async () => {
   check(r.choices.length === 1, 'chat with a tool-call history answers');
 });
 
+await run('forced tool call', async () => {
+  const tools = [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } }];
+  const ask = [{ role: 'user', content: 'What time is it?' }];
+  for (const tool_choice of ['required', { type: 'function', function: { name: 'get_time' } }]) {
+    const r = await client.chat.completions.create({ model: 'm', messages: ask, max_tokens: 20, temperature: 0, tools, tool_choice });
+    const call = r.choices[0].message.tool_calls?.[0];
+    check(r.choices[0].finish_reason === 'tool_calls' && call?.function.name === 'get_time' && call.function.arguments === '{}',
+      `tool_choice ${JSON.stringify(tool_choice)}: a get_time call (${JSON.stringify(r.choices[0].message)})`);
+    const s = await client.chat.completions.create({ model: 'm', messages: ask, max_tokens: 20, temperature: 0, tools, tool_choice, stream: true });
+    const names = [];
+    let finish = null;
+    for await (const c of s) {
+      for (const t of c.choices[0]?.delta?.tool_calls ?? []) names.push(t.function?.name);
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    check(names.join() === 'get_time' && finish === 'tool_calls', `streamed forced call: ${names.join()} ${finish}`);
+    if (!call) continue;
+    const back = await client.chat.completions.create({
+      model: 'm', max_tokens: 3, temperature: 0, tools,
+      messages: [...ask, r.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"time":"12:00"}' }],
+    });
+    check(back.choices.length === 1, 'the call and its result go back as history');
+  }
+});
+
 await run('thinking', async () => {
   const r = await client.chat.completions.create({
     model: 'm', messages, max_tokens: 3, temperature: 0, chat_template_kwargs: { enable_thinking: true },

@@ -605,6 +605,68 @@ static void test_isa_type(const char *isa, const g4_kernels *k, enum g4_type t, 
     free(act);
 }
 
+/* Attention kernels of one table against the scalar ones, on cache rows of
+ * every type: head counts 1-9 (runs of 8, 4, 2, 1 and a remainder), head
+ * sizes with and without a multiple of 8 (32 and 40 are Q8_0-compatible
+ * only at 32), row counts around the page size, rows padded apart. The
+ * sums run in another order, so each output may differ by 1e-5 of the sum
+ * of its terms' magnitudes (float rounding of up to 256 terms is below
+ * 256 * 2^-24 = 1.5e-5 of it). */
+#define KV_MAX_ROWS 37
+#define KV_MAX_HD 256
+#define KV_MAX_Q 9
+static void test_kv_kernels(const char *isa, const g4_kernels *k) {
+    static const enum g4_type types[] = {G4_TYPE_F32, G4_TYPE_F16, G4_TYPE_Q8_0};
+    static const int32_t hds[] = {32, 40, 256}, nqs[] = {1, 3, 8, 9}, ns[] = {1, 7, 32, KV_MAX_ROWS};
+    static float vals[KV_MAX_ROWS][KV_MAX_HD], q[KV_MAX_Q * KV_MAX_HD], p[KV_MAX_Q * KV_MAX_ROWS];
+    static float want[KV_MAX_Q * KV_MAX_HD], got[KV_MAX_Q * KV_MAX_HD], bound[KV_MAX_Q * KV_MAX_HD];
+    static char rows[KV_MAX_ROWS * (KV_MAX_HD * 4 + 64)];
+    const g4_kernels *scalar = g4_kernels_scalar();
+    int bad = 0, cases = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+            const enum g4_type t = types[ti];
+            const int32_t hd = hds[hi];
+            if (hd % g4_type_info(t)->blck_size) continue;
+            const size_t stride = g4_row_size(t, hd) + 64;
+            for (int32_t r = 0; r < KV_MAX_ROWS; r++) {
+                for (int32_t i = 0; i < hd; i++) vals[r][i] = 4.0f * frand();
+                g4_quantize_row(t, vals[r], rows + r * stride, hd);
+                g4_dequantize_row(t, rows + r * stride, vals[r], hd); /* the values the kernels see */
+            }
+            for (int32_t i = 0; i < KV_MAX_Q * KV_MAX_HD; i++) q[i] = frand();
+            for (int32_t i = 0; i < KV_MAX_Q * KV_MAX_ROWS; i++) p[i] = fabsf(frand());
+            for (size_t qi = 0; qi < sizeof nqs / sizeof nqs[0]; qi++)
+                for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                    const int32_t nq = nqs[qi], n = ns[ni];
+                    /* scores, KV_MAX_ROWS apart per head */
+                    scalar->kv_scores[t](rows, stride, n, hd, q, nq, want, KV_MAX_ROWS);
+                    k->kv_scores[t](rows, stride, n, hd, q, nq, got, KV_MAX_ROWS);
+                    for (int32_t h = 0; h < nq; h++)
+                        for (int32_t r = 0; r < n; r++) {
+                            float mag = 0.0f;
+                            for (int32_t i = 0; i < hd; i++) mag += fabsf(q[h * hd + i] * vals[r][i]);
+                            const int32_t o = h * KV_MAX_ROWS + r;
+                            bad += !(fabsf(got[o] - want[o]) <= 1e-5f * mag);
+                        }
+                    /* accumulation onto outputs that start non-zero */
+                    for (int32_t i = 0; i < nq * hd; i++) want[i] = got[i] = bound[i] = frand();
+                    for (int32_t i = 0; i < nq * hd; i++) bound[i] = fabsf(bound[i]);
+                    scalar->kv_accum[t](rows, stride, n, hd, p, nq, KV_MAX_ROWS, want);
+                    k->kv_accum[t](rows, stride, n, hd, p, nq, KV_MAX_ROWS, got);
+                    for (int32_t h = 0; h < nq; h++)
+                        for (int32_t i = 0; i < hd; i++) {
+                            float mag = bound[h * hd + i];
+                            for (int32_t r = 0; r < n; r++) mag += fabsf(p[h * KV_MAX_ROWS + r] * vals[r][i]);
+                            bad += !(fabsf(got[h * hd + i] - want[h * hd + i]) <= 1e-5f * mag);
+                        }
+                    cases++;
+                }
+        }
+    CHECK(cases == 3 * 4 * 4 + 3 * 4 * 4 + 2 * 4 * 4, "%s: %d attention kernel cases ran", isa, cases);
+    CHECK(bad == 0, "%s: attention kernels differ from scalar beyond rounding in %d outputs", isa, bad);
+}
+
 static void test_isa_tables(void) {
     const g4_kernels *scalar = g4_kernels_scalar();
     const char *names[] = {"avx2", "avx512", "neon"};
@@ -636,6 +698,7 @@ static void test_isa_tables(void) {
             test_isa_type(names[n], k, weight_types[i], x);
         }
         printf("isa %s: %d weight types with SIMD kernels checked bit for bit\n", names[n], with_simd);
+        test_kv_kernels(names[n], k);
     }
 }
 

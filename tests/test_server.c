@@ -10,6 +10,7 @@
 #include "tests/harness.h"
 #include "tools/http.h"
 #include "tools/openai.h"
+#include "tools/server.h"
 
 #define Q "<|\"|>"
 
@@ -93,8 +94,9 @@ static void test_chat_render(void) {
         "\"chat_template_kwargs\":{\"enable_thinking\":true}}";
     g4_json *doc = g4_json_parse(body, strlen(body), "b", err);
     oai_error e = {0};
-    bool in_thought = false;
-    char *p = doc ? oai_render_chat(doc, &model, &in_thought, &e) : NULL;
+    oai_request r = {0};
+    char *p = doc && !oai_render_chat(doc, &model, &r, &e) ? r.prompt : NULL;
+    const bool in_thought = r.starts_in_thought;
     const char *want = "<|turn>system\n<|think|>\n<turn|>\n<|turn>user\nWeather?<turn|>\n<|turn>model\n"
                        "<|tool_call>call:get_weather{city:" Q "Paris" Q ",days:2}<tool_call|>"
                        "<|tool_response>response:get_weather{temp:21}<tool_response|>"
@@ -102,7 +104,7 @@ static void test_chat_render(void) {
                        "<|channel>thought\n";
     CHECK(p && !strcmp(p, want), "tool round trip rendered:\n%s\nwant\n%s", p ? p : e.message, want);
     CHECK(in_thought, "the prompt ends in an open thought channel");
-    free(p);
+    oai_request_free(&r);
     g4_json_free(doc);
 }
 
@@ -207,6 +209,124 @@ static void test_stream(void) {
     jw_free(&content), jw_free(&reasoning), jw_free(&all);
 }
 
+#define TOOLS "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\"," \
+              "\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"}}}}}," \
+              "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}]"
+#define ASK "\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}]"
+
+/* tool_choice "required" and a named function start the answer with the call. */
+static void test_forced_call(void) {
+    static const struct { const char *choice, *forced; } cases[] = {
+        {"\"required\"", "<|tool_call>call:"},
+        {"{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}", "<|tool_call>call:get_time{"},
+        {"\"auto\"", NULL},
+        {"\"none\"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[1024];
+        snprintf(body, sizeof body, "{" ASK "," TOOLS ",\"tool_choice\":%s}", cases[i].choice);
+        oai_request r;
+        oai_error e;
+        int rc = oai_parse_request(body, strlen(body), true, &model, &r, &e);
+        CHECK(rc == 0, "%s: %s", cases[i].choice, e.message);
+        const char *want = cases[i].forced;
+        size_t np = r.prompt ? strlen(r.prompt) : 0, nf = want ? strlen(want) : 0;
+        CHECK(want ? r.forced && !strcmp(r.forced, want) && np > nf && !strcmp(r.prompt + np - nf, want) : !r.forced,
+              "%s: forced '%s'", cases[i].choice, r.forced ? r.forced : "(none)");
+        const bool shown = r.prompt && strstr(r.prompt, "declaration:get_weather");
+        CHECK(shown == (i == 0 || i == 2), "%s: get_weather %s", cases[i].choice, shown ? "shown" : "hidden");
+        CHECK(r.n_call_fns == (i == 0 ? 2 : i == 1 ? 1 : 0), "%s: %d callable functions", cases[i].choice, r.n_call_fns);
+        if (i == 0) CHECK(!strcmp(r.call_fns[0], "get_weather\ncity\ndays\n") && !strcmp(r.call_fns[1], "get_time\n"),
+                          "functions and their keys: %s", r.call_fns[0]);
+        oai_request_free(&r);
+    }
+    /* after tool results with thinking on, the open thought is closed first */
+    const char *thinking = "{\"messages\":[{\"role\":\"user\",\"content\":\"W\"},{\"role\":\"assistant\",\"tool_calls\":"
+                           "[{\"function\":{\"name\":\"get_time\",\"arguments\":{}}}]},{\"role\":\"tool\",\"content\":\"1\"}],"
+                           TOOLS ",\"tool_choice\":\"required\",\"chat_template_kwargs\":{\"enable_thinking\":true}}";
+    oai_request r;
+    oai_error e;
+    CHECK(oai_parse_request(thinking, strlen(thinking), true, &model, &r, &e) == 0 && r.starts_in_thought && r.forced &&
+              !strcmp(r.forced, "<channel|><|tool_call>call:"),
+          "forced call after an open thought: %s", r.forced ? r.forced : e.message);
+    oai_request_free(&r);
+    CHECK(parse_status("{" ASK ",\"tools\":[],\"tool_choice\":\"required\"}", true) == 400, "required without tools");
+    CHECK(parse_status("{" ASK ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", true) == 400,
+          "named function without tools");
+
+    /* the answer is parsed with the forced start in front */
+    jw text = {0};
+    jw_cstr(&text, "<|tool_call>call:get_time{");
+    jw_cstr(&text, "}<tool_call|>");
+    g4_json *doc = respond(text.s, "stop");
+    const g4_json *choice = at(g4_json_get(doc, "choices"), 0), *msg = g4_json_get(choice, "message");
+    const g4_json *fn = g4_json_get(at(g4_json_get(msg, "tool_calls"), 0), "function");
+    CHECK(!strcmp(str_of(g4_json_get(fn, "name")), "get_time") && !strcmp(str_of(g4_json_get(fn, "arguments")), "{}") &&
+              !strcmp(str_of(g4_json_get(choice, "finish_reason")), "tool_calls"),
+          "forced call answered as tool_calls");
+    g4_json_free(doc);
+    jw_free(&text);
+}
+
+/* The guard over a call being generated, token by token. */
+static void test_call_guard(void) {
+    const char *body = "{" ASK "," TOOLS ",\"tool_choice\":\"required\"}";
+    oai_request r;
+    oai_error e;
+    CHECK(oai_parse_request(body, strlen(body), true, &model, &r, &e) == 0, "%s", e.message);
+    oai_call_guard g;
+    CHECK(oai_call_guard_init(&g, &r) == 0 && !strcmp(g.text.s, "<|tool_call>call:") && g.n_fns == 2, "guard set up");
+    static const struct { const char *piece; int want; } steps[] = {
+        {"get_", OAI_CALL_OPEN}, {"x", OAI_CALL_BAD}, {"weather{", OAI_CALL_OPEN}, {"zip", OAI_CALL_BAD},
+        {" ", OAI_CALL_BAD},     {"<turn|>", OAI_CALL_BAD}, {"ci", OAI_CALL_OPEN}, {"ty:", OAI_CALL_OPEN},
+        {"<|\"|>", OAI_CALL_OPEN}, {"a{b:c,", OAI_CALL_OPEN}, {"<|\"|>", OAI_CALL_OPEN}, {",day", OAI_CALL_OPEN},
+        {"x:", OAI_CALL_BAD},     {"s:", OAI_CALL_OPEN}, {"{", OAI_CALL_OPEN}, {"free:1}", OAI_CALL_OPEN},
+        {",}", OAI_CALL_BAD},    {"}", OAI_CALL_OPEN}, {"}", OAI_CALL_BAD}, {"<tool_call|>", OAI_CALL_DONE},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        const char *p = steps[i].piece;
+        int st = oai_call_guard_check(&g, p, strlen(p));
+        CHECK(st == steps[i].want, "after '%s', '%s': %d, want %d", g.text.s, p, st, steps[i].want);
+        if (st != OAI_CALL_BAD) oai_call_guard_push(&g, p, strlen(p));
+    }
+    CHECK(!strcmp(g.text.s, "<|tool_call>call:get_weather{city:<|\"|>a{b:c,<|\"|>,days:{free:1}}<tool_call|>"),
+          "the call: %s", g.text.s);
+    oai_call_guard_free(&g);
+    oai_call_guard_free(&g); /* safe twice: left empty */
+    oai_request_free(&r);
+    CHECK(oai_call_guard_init(&g, &r) == 0 && g.text.len == 0, "no forced call: no guard");
+    oai_call_guard_free(&g);
+}
+
+/* A step's batch: a decoding slot advances every step while long prompts
+ * share the rest evenly. */
+static void test_share_batch(void) {
+    int32_t need[3] = {0, 1000, 100}, take[3], fed[3] = {0};
+    bool gen[3] = {true, false, false};
+    int steps = 0, short_done = 0, bounded = 1, decoded = 0;
+    while (need[1] > 0 || need[2] > 0) {
+        int32_t n = srv_share_batch(need, gen, 3, 64, steps % 3, take);
+        bounded &= n == take[0] + take[1] + take[2] && n == (1 + need[1] + need[2] < 64 ? 1 + need[1] + need[2] : 64);
+        decoded += take[0];
+        for (int i = 1; i < 3; i++) need[i] -= take[i], fed[i] += take[i];
+        steps++;
+        if (!short_done && need[2] == 0) short_done = steps;
+        if (steps > 100) break;
+    }
+    CHECK(bounded, "each step as full as the prompts allow, within n_batch");
+    CHECK(decoded == steps, "the decoder got a token in each of %d steps (%d)", steps, decoded);
+    CHECK(short_done == 4, "the short prompt shared the room: done after %d steps, want 4", short_done);
+    CHECK(fed[1] == 1000 && fed[2] == 100 && steps == 18, "all fed (%d, %d) in %d steps, want 18", fed[1], fed[2], steps);
+    /* less room than prompts: each still advances as the first slot rotates */
+    int32_t need4[4] = {0, 50, 50, 50}, take4[4], got[4] = {0};
+    bool gen4[4] = {true, false, false, false};
+    for (int st = 0; st < 4; st++) {
+        srv_share_batch(need4, gen4, 4, 3, st, take4);
+        for (int i = 0; i < 4; i++) got[i] += take4[i];
+    }
+    CHECK(got[0] == 4 && got[1] == 3 && got[2] == 3 && got[3] == 2, "rotation: %d %d %d %d", got[0], got[1], got[2], got[3]);
+}
+
 /* Writes raw bytes to one end of a socket pair and reads requests at the other. */
 static int read_raw(const char *raw, size_t max_body, http_req *q, int *status, int n_requests) {
     int sv[2];
@@ -270,6 +390,9 @@ int main(void) {
     test_chat_render();
     test_response();
     test_stream();
+    test_forced_call();
+    test_call_guard();
+    test_share_batch();
     test_http();
     return test_summary("test_server");
 }

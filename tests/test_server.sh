@@ -108,6 +108,24 @@ check "tool call round trip renders call and response" $?
 req POST /v1/chat/completions "{$HIST,$TOOLS,\"tool_choice\":\"auto\",\"max_tokens\":4,\"temperature\":0}"
 [ "$code" = 200 ]; check "chat with tools and tool history" $?
 
+# ---- tool_choice "required" / a named function: the answer is a call (greedy, the random fixture model)
+TOOLS2='"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}},{"type":"function","function":{"name":"get_time"}}]'
+ASK='"messages":[{"role":"user","content":"What time is it?"}],"max_tokens":40,"temperature":0'
+for choice in '"required"' '{"type":"function","function":{"name":"get_time"}}'; do
+    req POST /v1/chat/completions "{$ASK,$TOOLS2,\"tool_choice\":$choice}"
+    [ "$code" = 200 ] && has '"content":null,"tool_calls":\[{"id":"[^"]*","type":"function","function":{"name":"get_time","arguments":"{}"}}\]' \
+      && has '"finish_reason":"tool_calls"'
+    check "tool_choice $choice: the reply is a get_time call" $?
+    req POST /v1/chat/completions "{$ASK,$TOOLS2,\"tool_choice\":$choice,\"stream\":true}"
+    [ "$code" = 200 ] && [ "$(grep -c '"delta":{"tool_calls":\[{"index":0,"id":"[^"]*","type":"function","function":{"name":"get_time","arguments":"{}"}}\]}' "$T/out")" = 1 ] \
+      && has '"finish_reason":"tool_calls"' && tail -n 2 "$T/out" | grep -q '^data: \[DONE\]'
+    check "tool_choice $choice streamed: one get_time call delta" $?
+done
+req POST /v1/chat/completions "{$ASK,$TOOLS2,\"tool_choice\":\"none\"}"
+[ "$code" = 200 ] && ! has '"tool_calls"'; check "tool_choice none: no call" $?
+req POST /apply-template "{$ASK,$TOOLS2,\"tool_choice\":\"none\"}"
+! has 'declaration:' && has 'model\\n"}'; check "tool_choice none hides the tools" $?
+
 # ---- hostile input
 hostile "malformed JSON" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"}'
 hostile "body not an object" 400 POST /v1/completions '[1,2]'
@@ -126,6 +144,8 @@ hostile "tool message answering nothing" 400 POST /v1/chat/completions '{"messag
 hostile "bad tool arguments" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{oops"}}]}]}'
 long=$(head -c 30000 /dev/zero | tr '\0' 'a')
 hostile "prompt longer than the context" 400 POST /v1/completions '{"prompt":"'"$long"'"}'
+hostile "prompt and max_tokens beyond the context" 400 POST /v1/completions '{"prompt":"x","max_tokens":5000}'
+hostile "required call without tools" 400 POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"}],"tool_choice":"required"}'
 hostile "unknown endpoint" 404 GET /v1/nothing
 hostile "wrong method" 405 GET /v1/chat/completions
 head -c 5000000 /dev/zero | tr '\0' 'a' > "$T/big"
@@ -178,7 +198,7 @@ req GET /health; [ "$code" = 200 ]; check "/health needs no key" $?
 req GET /metrics; [ "$code" = 401 ] && has '"code":401'; check "no key -> 401" $?
 req GET /metrics "" -H 'Authorization: Bearer wrong'; [ "$code" = 401 ]; check "wrong key -> 401" $?
 req GET /metrics "" -H 'Authorization: Bearer sekrit'; [ "$code" = 200 ]; check "right key -> 200" $?
-LONG='{"prompt":"x","max_tokens":100000,"ignore_eos":true,"stream":true}'
+LONG='{"prompt":"x","ignore_eos":true,"stream":true}' # runs until the context is full
 curl -s -N -m 60 "$URL/v1/completions" -H 'Authorization: Bearer sekrit' --data-binary "$LONG" > /dev/null & C1=$!
 sleep 0.5
 curl -s -N -m 60 "$URL/v1/completions" -H 'Authorization: Bearer sekrit' --data-binary "$LONG" > /dev/null & C2=$!
@@ -192,5 +212,31 @@ for _ in $(seq 50); do [ "$(metric requests_processing)" = 0 ] && break; sleep 0
 [ "$(metric requests_processing)" = 0 ] && [ "$(metric requests_deferred)" = 0 ] && [ "$(metric kv_cache_tokens)" = 0 ]
 check "disconnected clients free their slot and sequence" $?
 health_ok; check "/health after disconnects" $?
+stop_server
+
+# ---- a third server: a KV cap of 3 MiB over 8192-token contexts (512 bytes a
+# position here, plus up to 25 pages of 16 KiB of sliding-window slack per
+# request): 4000 positions fit alone, not with 2000 more; 6000 never fit.
+start_server "$T/log3" -c 8192 --parallel 2 --queue 1 --kv-max 3
+req POST /v1/completions '{"prompt":"x","max_tokens":9000}'
+[ "$code" = 400 ] && has 'exceed the context of 8192'; check "prompt + max_tokens beyond the context -> 400: $(cat "$T/out")" $?
+req POST /v1/completions '{"prompt":"x","max_tokens":6000}'
+[ "$code" = 400 ] && has 'MiB of KV cache; the cap is 3.0 MiB'; check "a request that can never fit the KV cap -> 400: $(cat "$T/out")" $?
+req POST /v1/completions '{"prompt":"x"}'
+[ "$code" = 400 ] && has '8192 positions'; check "without max_tokens the whole context is charged -> 400 ($code)" $?
+metric3() { curl -s -m 5 "$URL/metrics" | sed -n "s/^llamacpp:$1 //p"; }
+LONG='{"prompt":"x","max_tokens":4000,"ignore_eos":true,"stream":true}'
+curl -s -N -m 60 "$URL/v1/completions" --data-binary "$LONG" > /dev/null & C1=$!
+for _ in $(seq 50); do [ "$(metric3 requests_processing)" = 1 ] && break; sleep 0.05; done
+curl -s -m 60 -o "$T/second" "$URL/v1/completions" --data-binary '{"prompt":"y","max_tokens":2000,"ignore_eos":true}' & C2=$!
+for _ in $(seq 50); do [ "$(metric3 requests_deferred)" = 1 ] && break; sleep 0.05; done
+[ "$(metric3 requests_processing)" = 1 ] && [ "$(metric3 requests_deferred)" = 1 ]
+check "over the KV cap a request waits though a slot is free" $?
+req POST /v1/completions '{"prompt":"z","max_tokens":5}'
+[ "$code" = 503 ] && has '"code":503'; check "queue full behind the KV cap -> 503 ($code)" $?
+kill "$C1" 2>/dev/null; wait "$C1" 2>/dev/null
+wait "$C2"
+grep -q '"completion_tokens":2000' "$T/second"; check "the waiting request runs once memory is free" $?
+health_ok; check "/health after the KV cap cases" $?
 stop_server
 finish

@@ -189,15 +189,15 @@ static bool do_apply_template(server *sv, const http_req *q, int fd, bool ka) {
     g4_json *doc = body_object(q, fd, &ka);
     if (!doc) return ka;
     oai_error e = {0};
-    bool in_thought;
-    char *prompt = oai_render_chat(doc, &sv->om, &in_thought, &e);
+    oai_request req = {0};
+    int rc = oai_render_chat(doc, &sv->om, &req, &e);
     g4_json_free(doc);
-    if (!prompt) return send_error(fd, &e, ka);
+    if (rc) return oai_request_free(&req), send_error(fd, &e, ka);
     jw w = {0};
     jw_cstr(&w, "{\"prompt\":");
-    jw_qstr(&w, prompt);
+    jw_qstr(&w, req.prompt);
     jw_cstr(&w, "}");
-    free(prompt);
+    oai_request_free(&req);
     bool r = send_json(fd, 200, &w, ka);
     jw_free(&w);
     return r;
@@ -216,7 +216,7 @@ static bool stream_job(server *sv, srv_job *job, const oai_request *r, const oai
     (void)sv;
     if (http_stream_begin(fd, 200, "text/event-stream", ka)) return false;
     jw text = {0}, sse = {0};
-    jw_cstr(&text, "");
+    jw_cstr(&text, r->forced ? r->forced : ""); /* a forced call is part of the answer */
     oai_stream st = {0};
     oai_usage u = {0};
     oai_error e = {0};
@@ -244,7 +244,7 @@ static bool stream_job(server *sv, srv_job *job, const oai_request *r, const oai
 
 static bool whole_job(srv_job *job, const oai_request *r, const oai_meta *meta, int fd, bool ka) {
     jw text = {0};
-    jw_cstr(&text, "");
+    jw_cstr(&text, r->forced ? r->forced : ""); /* a forced call is part of the answer */
     oai_usage u = {0};
     oai_error e = {0};
     const char *finish = NULL;
@@ -451,14 +451,16 @@ static void usage(FILE *out) {
             "  -t N             threads (default: number of cores)\n"
             "  --parallel N     requests generated at once (default: 4)\n"
             "  --queue N        requests waiting for a slot at most; more get 503 (default: 64)\n"
-            "  -b N             tokens per forward step at most (default: 512)\n"
+            "  -b N             tokens per forward step at most, shared evenly by the prompts\n"
+            "                   being processed (default: 512)\n"
+            "  --kv-max MB      cap on KV cache memory; requests wait until theirs fits (default: none)\n"
             "  --api-key KEY    require \"Authorization: Bearer KEY\" (not for /health, /v1/models)\n"
             "  -h, --help       this help\n");
 }
 
 int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL;
-    int32_t port = 8080;
+    int32_t port = 8080, kv_max_mb = 0;
     srv_params sp = {.n_parallel = 4, .n_batch = 512, .queue_max = 64};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -475,10 +477,12 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--parallel")) bad = cli_int(v, 1, 256, &sp.n_parallel, a);
         else if (!strcmp(a, "--queue")) bad = cli_int(v, 0, 100000, &sp.queue_max, a);
         else if (!strcmp(a, "-b")) bad = cli_int(v, 1, 65536, &sp.n_batch, a);
+        else if (!strcmp(a, "--kv-max")) bad = cli_int(v, 1, 1 << 24, &kv_max_mb, a);
         else return fprintf(stderr, "gemma4 serve: unknown option '%s'\n", a), usage(stderr), 2;
         if (bad) return 2;
     }
     if (!model) return fprintf(stderr, "gemma4 serve: -m FILE is required\n"), usage(stderr), 2;
+    sp.kv_max_bytes = (uint64_t)kv_max_mb << 20;
 
     static server sv;
     memset(&sv, 0, sizeof sv);

@@ -5,9 +5,11 @@
  * JSON string, as OpenAI sends them, or as an object) become g4_chat_tool_call;
  * a tool message's content becomes the tool response, as a value when it
  * is a JSON object, else as text. Content may be a string or an array of
- * text parts. tool_choice "none" hides the tools from the model; "auto",
- * "required" and a named function keep them (a named function: only that
- * one), but nothing forces the model to call. */
+ * text parts. tool_choice "none" hides the tools from the model; "auto"
+ * lets it choose; "required" and a named function (then the only tool
+ * shown) force a call: the model's turn is started with "<|tool_call>call:"
+ * (and the name and "{"), and the server keeps the rest well formed with
+ * oai_call_guard. */
 #include "tools/openai.h"
 
 #include <stdarg.h>
@@ -16,6 +18,8 @@
 #include <string.h>
 
 #include "tokenizer/chat.h"
+
+#define G4_QUOTE "<|\"|>" /* the string quote token of Gemma 4 arguments */
 
 void oai_error_set(oai_error *e, int status, const char *fmt, ...) {
     e->status = status;
@@ -265,22 +269,34 @@ static int get_message(conv *c, const g4_json *msg, g4_chat_msg *out, size_t im,
     return 0;
 }
 
-static int get_tools(conv *c, const g4_json *body, oai_error *e) {
-    const g4_json *tools = get_typed(body, "tools", G4_JSON_ARRAY, e);
-    if (!tools) return e->status ? -1 : 0;
+/* tool_choice: *forced set for "required" or a named function (*only). */
+static int get_tool_choice(const g4_json *body, bool *forced, const char **only, bool *hide, oai_error *e) {
     const g4_json *choice = g4_json_get(body, "tool_choice");
-    const char *only = NULL; /* tool_choice naming one function */
-    if (choice && choice->type == G4_JSON_STRING) {
-        if (!strcmp(choice->str, "none")) return 0;
-        if (strcmp(choice->str, "auto") && strcmp(choice->str, "required"))
+    *forced = *hide = false;
+    *only = NULL;
+    if (!choice || choice->type == G4_JSON_NULL) return 0;
+    if (choice->type == G4_JSON_STRING) {
+        *hide = !strcmp(choice->str, "none");
+        *forced = !strcmp(choice->str, "required");
+        if (!*hide && !*forced && strcmp(choice->str, "auto"))
             return oai_error_set(e, 400, "'tool_choice' must be \"none\", \"auto\", \"required\" or a function"), -1;
-    } else if (choice && choice->type == G4_JSON_OBJECT) {
-        const g4_json *name = g4_json_get_type(g4_json_get_type(choice, "function", G4_JSON_OBJECT), "name", G4_JSON_STRING);
-        if (!name) return oai_error_set(e, 400, "'tool_choice' object needs function.name"), -1;
-        only = name->str;
-    } else if (choice && choice->type != G4_JSON_NULL) {
-        return oai_error_set(e, 400, "'tool_choice' must be a string or an object"), -1;
+        return 0;
     }
+    if (choice->type != G4_JSON_OBJECT) return oai_error_set(e, 400, "'tool_choice' must be a string or an object"), -1;
+    const g4_json *name = g4_json_get_type(g4_json_get_type(choice, "function", G4_JSON_OBJECT), "name", G4_JSON_STRING);
+    if (!name) return oai_error_set(e, 400, "'tool_choice' object needs function.name"), -1;
+    *only = name->str;
+    *forced = true;
+    return 0;
+}
+
+static int get_tools(conv *c, const g4_json *body, bool *forced, const char **only, oai_error *e) {
+    bool hide;
+    if (get_tool_choice(body, forced, only, &hide, e)) return -1;
+    const g4_json *tools = get_typed(body, "tools", G4_JSON_ARRAY, e);
+    if (e->status) return -1;
+    if (*forced && (!tools || !tools->len)) return oai_error_set(e, 400, "'tool_choice' asks for a call but 'tools' is empty"), -1;
+    if (!tools || hide) return 0;
     if (tools->len && !(c->tools = calloc(tools->len, sizeof *c->tools))) return OOM(e);
     for (size_t k = 0; k < tools->len; k++) {
         const g4_json *fn = g4_json_get_type(&tools->items[k], "function", G4_JSON_OBJECT);
@@ -290,45 +306,79 @@ static int get_tools(conv *c, const g4_json *body, oai_error *e) {
         if (!name) return oai_error_set(e, 400, "tools[%zu] needs function.name", k), -1;
         if (params && params->type != G4_JSON_OBJECT && params->type != G4_JSON_NULL)
             return oai_error_set(e, 400, "tools[%zu].function.parameters must be an object", k), -1;
-        if (only && strcmp(only, name->str)) continue;
+        if (*only && strcmp(*only, name->str)) continue;
         g4_chat_tool *t = &c->tools[c->n_tools++];
         t->name = name->str;
         t->description = desc ? desc->str : NULL;
         if (params && params->type == G4_JSON_OBJECT && !(t->parameters = keep_val(c, to_value(params)))) return OOM(e);
     }
-    if (only && !c->n_tools) return oai_error_set(e, 400, "'tool_choice' names '%.64s', which is not in tools", only), -1;
+    if (*only && !c->n_tools) return oai_error_set(e, 400, "'tool_choice' names '%.64s', which is not in tools", *only), -1;
     return 0;
 }
 
-char *oai_render_chat(const g4_json *body, const oai_model *m, bool *starts_in_thought, oai_error *e) {
+/* "name\nkey\n...": what a forced call of tool t may write. */
+static char *call_fn(const g4_chat_tool *t) {
+    jw w = {0};
+    jw_cstr(&w, t->name);
+    jw_cstr(&w, "\n");
+    const g4_chat_value *props = g4_chat_object_get(t->parameters, "properties");
+    for (size_t k = 0; props && props->type == G4_CHAT_OBJECT && k < props->len; k++)
+        jw_cstr(&w, props->keys[k]), jw_cstr(&w, "\n");
+    if (w.oom) jw_free(&w);
+    return w.s;
+}
+
+/* Starts the model's answer with a tool call: closes a thought channel the
+ * prompt left open (no thinking before a forced call), then the call up to
+ * the name, or through "{" when the name is given. */
+static int force_call(const conv *c, const char *only, oai_request *r, oai_error *e) {
+    jw w = {0};
+    jw_cstr(&w, r->starts_in_thought ? "<channel|><|tool_call>call:" : "<|tool_call>call:");
+    if (only) jw_cstr(&w, only), jw_cstr(&w, "{");
+    char *prompt = w.oom ? NULL : malloc(strlen(r->prompt) + w.len + 1);
+    r->forced = w.s;
+    r->call_fns = calloc(c->n_tools, sizeof *r->call_fns);
+    if (!prompt || !r->call_fns) return free(prompt), OOM(e);
+    strcpy(stpcpy(prompt, r->prompt), w.s);
+    free(r->prompt);
+    r->prompt = prompt;
+    for (; (size_t)r->n_call_fns < c->n_tools; r->n_call_fns++)
+        if (!(r->call_fns[r->n_call_fns] = call_fn(&c->tools[r->n_call_fns]))) return OOM(e);
+    return 0;
+}
+
+int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai_error *e) {
     conv c = {0};
-    char *prompt = NULL;
+    int rc = -1;
     const g4_json *msgs = get_typed(body, "messages", G4_JSON_ARRAY, e);
     if (!msgs) {
         if (!e->status) oai_error_set(e, 400, "'messages' is required");
-        return NULL;
+        return -1;
     }
-    if (!msgs->len) return oai_error_set(e, 400, "'messages' must not be empty"), NULL;
+    if (!msgs->len) return oai_error_set(e, 400, "'messages' must not be empty"), -1;
     g4_chat_opts opts = {.add_generation_prompt = true, .empty_thought_channel = m->empty_thought_channel};
     const g4_json *kwargs = get_typed(body, "chat_template_kwargs", G4_JSON_OBJECT, e);
-    if (e->status || get_bool(kwargs, "enable_thinking", &opts.enable_thinking, e)) return NULL;
-    if (!(c.msgs = calloc(msgs->len, sizeof *c.msgs))) return oai_error_set(e, 500, "out of memory"), NULL;
+    if (e->status || get_bool(kwargs, "enable_thinking", &opts.enable_thinking, e)) return -1;
+    if (!(c.msgs = calloc(msgs->len, sizeof *c.msgs))) return OOM(e);
     for (c.n_msgs = 0; c.n_msgs < msgs->len; c.n_msgs++)
         if (get_message(&c, &msgs->items[c.n_msgs], &c.msgs[c.n_msgs], c.n_msgs, e)) goto done;
-    if (get_tools(&c, body, e)) goto done;
+    bool forced;
+    const char *only;
+    if (get_tools(&c, body, &forced, &only, e)) goto done;
     opts.tools = c.tools;
     opts.n_tools = c.n_tools;
     char err[G4_ERR_LEN];
-    if (!(prompt = g4_chat_format(c.msgs, c.n_msgs, &opts, err))) {
+    if (!(r->prompt = g4_chat_format(c.msgs, c.n_msgs, &opts, err))) {
         oai_error_set(e, 400, "%s", err);
         goto done;
     }
     static const char open_thought[] = "<|channel>thought\n";
-    size_t n = strlen(prompt), k = sizeof open_thought - 1;
-    *starts_in_thought = n >= k && !strcmp(prompt + n - k, open_thought);
+    size_t n = strlen(r->prompt), k = sizeof open_thought - 1;
+    r->starts_in_thought = n >= k && !strcmp(r->prompt + n - k, open_thought);
+    rc = forced ? force_call(&c, only, r, e) : 0;
 done:
     conv_free(&c);
-    return prompt;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -408,7 +458,7 @@ int oai_parse_request(const char *body, size_t len, bool chat, const oai_model *
         oai_error_set(e, 400, "'logprobs' is not supported");
         goto done;
     }
-    if (chat ? !(r->prompt = oai_render_chat(doc, m, &r->starts_in_thought, e)) : get_prompt(doc, m, r, e) != 0) goto done;
+    if (chat ? oai_render_chat(doc, m, r, e) : get_prompt(doc, m, r, e)) goto done;
     rc = 0;
 done:
     g4_json_free(doc);
@@ -417,6 +467,9 @@ done:
 
 void oai_request_free(oai_request *r) {
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_call_fns; i++) free(r->call_fns[i]);
+    free(r->call_fns);
+    free(r->forced);
     free(r->prompt);
     free(r->ids);
     memset(r, 0, sizeof *r);
@@ -580,3 +633,99 @@ void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_met
     }
     g4_chat_output_free(&out);
 }
+
+/* ---------------------------------------------------------------- forced tool calls */
+
+int oai_call_guard_init(oai_call_guard *g, const oai_request *r) {
+    memset(g, 0, sizeof *g);
+    const char *call = r->forced ? strstr(r->forced, "<|tool_call>") : NULL;
+    if (!call) return 0;
+    jw_cstr(&g->text, call);
+    if (r->n_call_fns && !(g->fns = calloc((size_t)r->n_call_fns, sizeof *g->fns))) return -1;
+    for (; g->n_fns < r->n_call_fns; g->n_fns++)
+        if (!(g->fns[g->n_fns] = strdup(r->call_fns[g->n_fns]))) return -1;
+    return g->text.oom ? -1 : 0;
+}
+
+void oai_call_guard_free(oai_call_guard *g) {
+    for (int i = 0; i < g->n_fns; i++) free(g->fns[i]);
+    free(g->fns);
+    jw_free(&g->text);
+    memset(g, 0, sizeof *g);
+}
+
+/* Whether s[0..n) is one of the lines of lines[0..end) (complete), or the
+ * start of one. */
+static bool is_line(const char *lines, const char *end, const char *s, size_t n, bool complete) {
+    if (!n && !complete) return true;
+    for (const char *l = lines; l < end; l = strchr(l, '\n') + 1) {
+        size_t len = (size_t)(strchr(l, '\n') - l);
+        if ((complete ? len == n : len >= n) && !memcmp(l, s, n)) return true;
+    }
+    return false;
+}
+
+/* Whether the top-level keys written in args[0..len) (what follows the
+ * '{' of the call) are, or can still become, parameter names of fn. Values
+ * are left to the parser; strings are skipped whole. */
+static bool keys_allowed(const char *fn, const char *a, size_t len) {
+    const char *keys = strchr(fn, '\n') + 1, *end = keys + strlen(keys);
+    int depth = 1;
+    bool at_key = true; /* in the top-level object, before a key's ':' */
+    size_t start = 0;   /* where that key begins */
+    for (size_t i = 0; i < len; i++) {
+        if (a[i] == '<') { /* a quoted string (or a marker the parser judges): skipped */
+            if (depth == 1 && at_key) return false;
+            const size_t q = sizeof G4_QUOTE - 1;
+            const char *close = len - i > q ? memmem(a + i + q, len - i - q, G4_QUOTE, q) : NULL;
+            if (!close) return true;
+            i = (size_t)(close - a) + q - 1;
+        } else if (depth == 1 && at_key) {
+            if (a[i] == '}' && i == start) depth = 0, at_key = false;
+            else if (a[i] == ':' && !is_line(keys, end, a + start, i - start, true)) return false;
+            else if (a[i] == ':') at_key = false;
+        } else if (a[i] == '{' || a[i] == '[') {
+            depth++;
+        } else if (a[i] == '}' || a[i] == ']') {
+            depth--;
+        } else if (a[i] == ',' && depth == 1) {
+            at_key = true, start = i + 1;
+        }
+    }
+    return !(depth == 1 && at_key) || is_line(keys, end, a + start, len - start, false);
+}
+
+/* Whether the name written after "call:" is, or can still become, the name
+ * of an allowed function, and its arguments use that function's keys. */
+static bool call_allowed(const oai_call_guard *g, const char *text, size_t len) {
+    static const char head[] = "<|tool_call>call:";
+    const size_t h = sizeof head - 1;
+    if (len <= h) return true;
+    const char *name = text + h;
+    size_t n = 0;
+    while (h + n < len && !memchr(":,{}[]<\" \t\r\n", name[n], 13)) n++; /* where the parser ends a name */
+    const bool complete = h + n < len;
+    for (int i = 0; i < g->n_fns; i++) {
+        const char *fn = g->fns[i], *nl = strchr(fn, '\n');
+        if (!is_line(fn, nl + 1, name, n, complete)) continue;
+        return !complete || name[n] != '{' || keys_allowed(fn, name + n + 1, len - h - n - 1);
+    }
+    return false;
+}
+
+int oai_call_guard_check(const oai_call_guard *g, const char *piece, size_t n) {
+    jw t = {0};
+    jw_raw(&t, g->text.s, g->text.len);
+    jw_raw(&t, piece, n);
+    int rc = OAI_CALL_BAD;
+    g4_chat_output out;
+    char err[G4_ERR_LEN];
+    if (!t.oom && !memchr(piece, 0, n) && call_allowed(g, t.s, t.len)) {
+        if (g4_chat_parse_output(t.s, t.len, false, &out, err) == 0) rc = out.n_calls ? OAI_CALL_DONE : OAI_CALL_OPEN;
+        g4_chat_output_free(&out);
+    }
+    jw_free(&t);
+    return rc;
+}
+
+void oai_call_guard_push(oai_call_guard *g, const char *piece, size_t n) { jw_raw(&g->text, piece, n); }

@@ -34,6 +34,13 @@ typedef struct oai_request {
     int32_t *ids;               /* completion given as token ids */
     int32_t n_ids;
     bool starts_in_thought;     /* chat: the prompt ends inside an open thought channel */
+    /* tool_choice "required" or a named function: the prompt ends with the
+     * start of the tool call (forced), which the answer is parsed after. The
+     * functions it may call: per function, its name and its parameters'
+     * names, one a line ("name\nkey\nkey\n"). NULL / 0 otherwise. */
+    char *forced;
+    char **call_fns;
+    int n_call_fns;
 } oai_request;
 
 /* What a model contributes to parsing: defaults and limits. */
@@ -49,9 +56,10 @@ int oai_parse_request(const char *body, size_t len, bool chat, const oai_model *
 void oai_request_free(oai_request *r);
 
 /* The conversation of a chat body (messages, tools, tool_choice,
- * chat_template_kwargs) rendered as the prompt, malloc'd, no <bos>: for
- * chat completions and /apply-template. NULL with e filled. */
-char *oai_render_chat(const g4_json *body, const oai_model *m, bool *starts_in_thought, oai_error *e);
+ * chat_template_kwargs) rendered into r->prompt (no <bos>), with
+ * r->starts_in_thought and the forced tool call: for chat completions and
+ * /apply-template. 0, or -1 with e filled; free r with oai_request_free. */
+int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai_error *e);
 
 void oai_error_set(oai_error *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* {"error":{"code":...,"message":...,"type":...}} */
@@ -88,6 +96,24 @@ typedef struct oai_stream {
  * calls, the finish chunk, the usage chunk if asked for, and [DONE]. */
 void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const char *text,
                       size_t len, const char *finish, const oai_usage *u);
+
+/* Keeps a forced tool call well formed while it is generated: the model's
+ * next token is checked against the call so far (Gemma 4 syntax, the name
+ * of one of the request's tools, the names of its parameters as the keys
+ * of the arguments), so the answer is a call that parses. */
+typedef struct oai_call_guard {
+    jw text;     /* "<|tool_call>call:..." up to the last accepted token */
+    char **fns;  /* as oai_request.call_fns */
+    int n_fns;
+} oai_call_guard;
+/* From r->forced; 0, or -1 when out of memory. Free it either way. */
+int oai_call_guard_init(oai_call_guard *g, const oai_request *r);
+void oai_call_guard_free(oai_call_guard *g);
+enum { OAI_CALL_BAD = -1, OAI_CALL_OPEN = 0, OAI_CALL_DONE = 1 };
+/* What the call would be with piece[0..n) appended (OAI_CALL_DONE: it is
+ * complete, through "<tool_call|>"). */
+int oai_call_guard_check(const oai_call_guard *g, const char *piece, size_t n);
+void oai_call_guard_push(oai_call_guard *g, const char *piece, size_t n);
 
 /* JSON text of a chat value (tool-call arguments for the API). */
 void oai_write_value(jw *w, const g4_chat_value *v);

@@ -16,6 +16,9 @@ struct srv_job {
     int n_stop;
     size_t max_hold; /* longest stop string - 1: text that may still become one */
     bool ignore_eos, render_special;
+    oai_call_guard guard; /* a forced tool call (guard.text empty: none) */
+    bool call_done;       /* its "<tool_call|>" came: the job ends */
+    uint64_t kv_charge;   /* KV bytes it may come to hold */
     bool cancelled, done;
     const char *finish;
     oai_error error;  /* status 0 unless it failed */
@@ -49,6 +52,11 @@ struct srv {
     int32_t *tok, *seq, *row_slot;
     bool *want;
     float *logits;
+    int32_t *need, *take; /* per slot: prompt tokens left, and fed this step */
+    bool *gen;
+    int32_t first;        /* slot whose prompt is served first this step */
+    gemma4_session_params sp;
+    uint64_t kv_charged;  /* kv_charge of the jobs in slots */
 
     pthread_mutex_t mu;
     pthread_cond_t wake; /* work arrived or stop */
@@ -74,6 +82,7 @@ static void job_free(srv_job *j) {
     gemma4_sampler_free(j->smp);
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     jw_free(&j->text);
+    oai_call_guard_free(&j->guard);
     pthread_cond_destroy(&j->cond);
     free(j);
 }
@@ -134,22 +143,44 @@ static void finish_slot(srv *s, int32_t i, const char *finish) {
     sl->job = NULL;
     sl->generating = false;
     s->n_active--;
+    s->kv_charged -= j->kv_charge;
     job_unref(j);
+}
+
+/* KV bytes a job may come to hold at n_pos positions: its sequence as the
+ * engine's plan gives it, plus the sliding-window pages a prompt chunk
+ * spans before the window moves on and those the checkpoints pin (they
+ * are not in the plan). UINT64_MAX when the plan fails. */
+static uint64_t kv_charge(const srv *s, int64_t n_pos) {
+    gemma4_kv_plan plan;
+    char err[G4_ERR_LEN];
+    if (gemma4_kv_plan_get(s->m, &s->sp, n_pos, &plan, err)) return UINT64_MAX;
+    const int64_t P = plan.page_size, chunk = (s->p.n_batch + P - 1) / P + 1, window = (plan.n_swa + P - 1) / P + 1;
+    return plan.seq_bytes + (uint64_t)(chunk + G4_KV_CHECKPOINTS * window) * plan.page_bytes[G4_KV_SWA];
 }
 
 srv_job *srv_submit(srv *s, const oai_request *r, const int32_t *ids, int32_t n, oai_error *e) {
     if (n <= 0 || n >= s->p.n_ctx)
         return oai_error_set(e, 400, "the prompt has %d tokens; the context holds %d (prompt and answer)", n, s->p.n_ctx), NULL;
+    if (r->max_tokens > s->p.n_ctx - n)
+        return oai_error_set(e, 400, "the prompt (%d tokens) and max_tokens (%d) exceed the context of %d tokens", n,
+                             r->max_tokens, s->p.n_ctx), NULL;
+    const int32_t n_pos = r->max_tokens >= 0 ? n + r->max_tokens : s->p.n_ctx;
+    const uint64_t charge = s->p.kv_max_bytes ? kv_charge(s, n_pos) : 0;
+    if (charge > s->p.kv_max_bytes)
+        return oai_error_set(e, 400, "%d positions (prompt and max_tokens) need %.1f MiB of KV cache; the cap is %.1f MiB",
+                             n_pos, charge / 1048576.0, s->p.kv_max_bytes / 1048576.0), NULL;
     srv_job *j = calloc(1, sizeof *j);
     if (!j) return oai_error_set(e, 500, "out of memory"), NULL;
     pthread_cond_init(&j->cond, NULL);
+    j->kv_charge = charge;
     j->s = s;
     j->refs = 2;
     j->n_ids = n;
     j->max_tokens = r->max_tokens;
     j->ignore_eos = r->ignore_eos;
     j->render_special = r->chat;
-    bool ok = (j->ids = malloc((size_t)n * sizeof *j->ids)) != NULL;
+    bool ok = (j->ids = malloc((size_t)n * sizeof *j->ids)) != NULL && oai_call_guard_init(&j->guard, r) == 0;
     for (int i = 0; ok && i < r->n_stop; i++) {
         ok = (j->stop[j->n_stop++] = strdup(r->stop[i])) != NULL;
         if (ok && strlen(r->stop[i]) > j->max_hold + 1) j->max_hold = strlen(r->stop[i]) - 1;
@@ -232,6 +263,15 @@ static void admit(srv *s, srv_job *j) {
     }
     char err[G4_ERR_LEN];
     if (src >= 0 && src_len > best_len && gemma4_seq_fork(s->sess, src, best, err) == 0) best_len = src_len;
+    s->kv_charged += j->kv_charge;
+    if (s->p.kv_max_bytes) { /* the cached sequences of free slots give way to the charged jobs */
+        uint64_t held = s->kv_charged;
+        for (int32_t i = 0; i < n_slot; i++)
+            if (i != best && !s->slots[i].job && gemma4_seq_pos(s->sess, i) > 0) {
+                held += kv_charge(s, gemma4_seq_pos(s->sess, i));
+                if (held > s->p.kv_max_bytes) gemma4_seq_remove(s->sess, i);
+            }
+    }
     slot *sl = &s->slots[best];
     sl->job = j;
     sl->n_fed = gemma4_seq_truncate(s->sess, best, best_len);
@@ -252,7 +292,7 @@ static bool take_token(srv *s, int32_t i, int32_t id, const char **finish) {
     size_t n = g4_detok_push(&sl->detok, id, s->piece, s->piece_cap);
     jw_raw(&j->text, s->piece, n);
     pthread_cond_broadcast(&j->cond);
-    if (apply_stop(j, from)) return *finish = "stop", true;
+    if (apply_stop(j, from) || j->call_done) return *finish = "stop", true;
     if (j->max_tokens >= 0 && j->usage.n_gen >= j->max_tokens) return *finish = "length", true;
     if (gemma4_seq_pos(s->sess, i) + 1 >= s->p.n_ctx) return *finish = "length", true;
     sl->last = id;
@@ -264,26 +304,98 @@ static int forward_step(srv *s, int32_t n, char *err) {
     return gemma4_decode(s->sess, n, s->tok, s->seq, s->want, s->logits, err);
 }
 
+/* Whether token id keeps the job's forced call well formed; accepted, it
+ * joins the call. */
+static bool call_takes(srv *s, srv_job *j, int32_t id) {
+    size_t n = g4_token_to_piece(s->v, id, true, s->piece, s->piece_cap);
+    int st = n <= s->piece_cap ? oai_call_guard_check(&j->guard, s->piece, n) : OAI_CALL_BAD;
+    if (st == OAI_CALL_BAD) return false;
+    oai_call_guard_push(&j->guard, s->piece, n);
+    j->call_done = st == OAI_CALL_DONE;
+    return true;
+}
+
+#define GUARD_TRIES 16 /* samples refused before the whole vocabulary is checked */
+
+/* The job's next token from logits lg (modified), or -1 when a forced
+ * call cannot go on. While a call is forced, a token that would break it
+ * (or end the turn) is taken out and the sampler asked again; after
+ * GUARD_TRIES refusals every token is checked once and only those that fit
+ * are left to sample from. */
+static int32_t choose_token(srv *s, srv_job *j, float *lg) {
+    const bool guarded = j->guard.text.len && !j->call_done;
+    if (j->ignore_eos || guarded)
+        for (int32_t id = 0; id < s->n_vocab; id++)
+            if (g4_vocab_is_eog(s->v, id)) lg[id] = -INFINITY;
+    if (!guarded) return gemma4_sample(j->smp, lg);
+    for (int t = 0; t < GUARD_TRIES; t++) {
+        int32_t id = gemma4_sample(j->smp, lg);
+        if (lg[id] == -INFINITY) return -1; /* nothing left to refuse */
+        if (call_takes(s, j, id)) return id;
+        lg[id] = -INFINITY;
+    }
+    bool any = false;
+    for (int32_t id = 0; id < s->n_vocab; id++) {
+        if (lg[id] == -INFINITY) continue;
+        size_t n = g4_token_to_piece(s->v, id, true, s->piece, s->piece_cap);
+        if (n > s->piece_cap || oai_call_guard_check(&j->guard, s->piece, n) == OAI_CALL_BAD) lg[id] = -INFINITY;
+        else any = true;
+    }
+    if (!any) return -1;
+    int32_t id = gemma4_sample(j->smp, lg);
+    return call_takes(s, j, id) ? id : -1;
+}
+
+int32_t srv_share_batch(const int32_t *need, const bool *generating, int32_t n_slot, int32_t n_batch, int32_t first,
+                        int32_t *take) {
+    int32_t n = 0, n_prompts = 0;
+    for (int32_t i = 0; i < n_slot; i++) {
+        take[i] = generating[i] ? 1 : 0;
+        n += take[i];
+        n_prompts += !generating[i] && need[i] > 0;
+    }
+    for (int32_t k = 0; k < n_slot && n_prompts; k++) {
+        const int32_t i = (first + k) % n_slot;
+        if (generating[i] || need[i] <= 0) continue;
+        int32_t room = n_batch - n, share = (room + n_prompts - 1) / n_prompts;
+        take[i] = need[i] < share ? need[i] : share;
+        n += take[i];
+        n_prompts--;
+    }
+    for (int32_t k = 0; k < n_slot && n < n_batch; k++) { /* what prompts shorter than their share left */
+        const int32_t i = (first + k) % n_slot;
+        if (generating[i] || need[i] <= take[i]) continue;
+        int32_t more = need[i] - take[i] < n_batch - n ? need[i] - take[i] : n_batch - n;
+        take[i] += more;
+        n += more;
+    }
+    return n;
+}
+
 /* Builds and runs one step; false when there was nothing to do. */
 static bool step(srv *s) {
     const int32_t n_slot = s->p.n_parallel;
+    for (int32_t i = 0; i < n_slot; i++) {
+        const slot *sl = &s->slots[i];
+        s->gen[i] = sl->job && sl->generating;
+        s->need[i] = sl->job && !sl->generating ? sl->job->n_ids - sl->n_fed : 0;
+    }
+    srv_share_batch(s->need, s->gen, n_slot, s->p.n_batch, s->first, s->take);
+    s->first = (s->first + 1) % n_slot;
     int32_t n = 0, n_rows = 0, n_gen = 0;
     for (int32_t i = 0; i < n_slot; i++) {
         slot *sl = &s->slots[i];
-        if (!sl->job || !sl->generating) continue;
+        if (!s->gen[i]) continue;
         s->tok[n] = sl->last, s->seq[n] = i, s->want[n] = true, n++;
         s->row_slot[n_rows++] = i;
         n_gen++;
     }
-    /* prompts: what the batch has room for, first come first served */
-    for (int32_t i = 0; i < n_slot && n < s->p.n_batch; i++) {
+    for (int32_t i = 0; i < n_slot; i++) {
         slot *sl = &s->slots[i];
-        if (!sl->job || sl->generating) continue;
-        int32_t take = sl->job->n_ids - sl->n_fed;
-        if (take > s->p.n_batch - n) take = s->p.n_batch - n;
-        for (int32_t k = 0; k < take; k++)
+        if (s->gen[i] || !s->take[i]) continue;
+        for (int32_t k = 0; k < s->take[i]; k++)
             s->tok[n] = sl->job->ids[sl->n_fed + k], s->seq[n] = i, s->want[n] = false, n++;
-        sl->n_fed += take;
+        sl->n_fed += s->take[i];
         if (sl->n_fed == sl->job->n_ids) s->want[n - 1] = true, s->row_slot[n_rows++] = i;
     }
     if (!n) return false;
@@ -306,17 +418,14 @@ static bool step(srv *s) {
     for (int32_t r = 0; r < n_rows; r++) {
         const int32_t i = s->row_slot[r];
         slot *sl = &s->slots[i];
-        float *lg = s->logits + (size_t)r * (size_t)s->n_vocab;
-        if (sl->job->ignore_eos)
-            for (int32_t id = 0; id < s->n_vocab; id++)
-                if (g4_vocab_is_eog(s->v, id)) lg[id] = -INFINITY;
         if (!sl->generating) {
             sl->generating = true;
             sl->job->t_first = t1;
             gemma4_seq_checkpoint(s->sess, i); /* the next turn resumes at the end of this prompt */
         }
         const char *finish = NULL;
-        if (take_token(s, i, gemma4_sample(sl->job->smp, lg), &finish)) finish_slot(s, i, finish);
+        int32_t id = choose_token(s, sl->job, s->logits + (size_t)r * (size_t)s->n_vocab);
+        if (id < 0 || take_token(s, i, id, &finish)) finish_slot(s, i, id < 0 ? "stop" : finish);
     }
     pthread_mutex_unlock(&s->mu);
     return true;
@@ -333,6 +442,11 @@ static void update_usage(srv *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Whether job j can take a slot now. */
+static bool fits(const srv *s, const srv_job *j) {
+    return s->n_active < s->p.n_parallel && (!s->p.kv_max_bytes || s->kv_charged + j->kv_charge <= s->p.kv_max_bytes);
+}
+
 static void *scheduler(void *arg) {
     srv *s = arg;
     for (;;) {
@@ -343,7 +457,7 @@ static void *scheduler(void *arg) {
                     oai_error_set(&s->slots[i].job->error, 503, "the server is shutting down");
                 finish_slot(s, i, s->slots[i].job->error.status ? NULL : "stop");
             }
-        while (s->queue_head && (s->queue_head->cancelled || s->stopping || s->n_active < s->p.n_parallel)) {
+        while (s->queue_head && (s->queue_head->cancelled || s->stopping || fits(s, s->queue_head))) {
             srv_job *j = s->queue_head;
             s->queue_head = j->next;
             if (!s->queue_head) s->queue_tail = NULL;
@@ -384,11 +498,12 @@ srv *srv_new(const gemma4_model *m, const srv_params *p, char *err) {
     s->n_vocab = gemma4_n_vocab(m);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
-    gemma4_session_params sp = {.n_ctx = p->n_ctx, .n_threads = p->n_threads, .n_seq = p->n_parallel,
-                                .n_ubatch = p->n_batch, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
-    if (!(s->sess = gemma4_session_new(m, &sp, err))) return srv_free(s), NULL;
-    s->p.n_ctx = gemma4_session_n_ctx(s->sess);
     if (s->p.n_batch < s->p.n_parallel) s->p.n_batch = s->p.n_parallel;
+    s->sp = (gemma4_session_params){.n_ctx = p->n_ctx, .n_threads = p->n_threads, .n_seq = p->n_parallel,
+                                    .n_ubatch = s->p.n_batch, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16,
+                                    .kv_max_bytes = p->kv_max_bytes};
+    if (!(s->sess = gemma4_session_new(m, &s->sp, err))) return srv_free(s), NULL;
+    s->p.n_ctx = s->sp.n_ctx = gemma4_session_n_ctx(s->sess);
     const size_t nb = (size_t)s->p.n_batch, np = (size_t)p->n_parallel;
     s->piece_cap = g4_vocab_max_piece(s->v) + G4_DETOK_HELD;
     s->slots = calloc(np, sizeof *s->slots);
@@ -398,7 +513,11 @@ srv *srv_new(const gemma4_model *m, const srv_params *p, char *err) {
     s->want = malloc(nb * sizeof *s->want);
     s->row_slot = malloc(np * sizeof *s->row_slot);
     s->logits = malloc(np * (size_t)s->n_vocab * sizeof *s->logits);
-    if (!s->slots || !s->piece || !s->tok || !s->seq || !s->want || !s->row_slot || !s->logits)
+    s->need = malloc(np * sizeof *s->need);
+    s->take = malloc(np * sizeof *s->take);
+    s->gen = malloc(np * sizeof *s->gen);
+    if (!s->slots || !s->piece || !s->tok || !s->seq || !s->want || !s->row_slot || !s->logits || !s->need || !s->take ||
+        !s->gen)
         return snprintf(err, G4_ERR_LEN, "server: out of memory"), srv_free(s), NULL;
     if (pthread_create(&s->thread, NULL, scheduler, s))
         return snprintf(err, G4_ERR_LEN, "server: cannot start the scheduler thread"), srv_free(s), NULL;
@@ -422,6 +541,7 @@ void srv_free(srv *s) {
     srv_stop(s);
     gemma4_session_free(s->sess);
     free(s->slots), free(s->piece), free(s->tok), free(s->seq), free(s->want), free(s->row_slot), free(s->logits);
+    free(s->need), free(s->take), free(s->gen);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
     free(s);

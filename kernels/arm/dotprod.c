@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "kernels/arm/dotprod.h"
 #include "kernels/isa.h"
 #include "kernels/kquant_scales.h"
 #include "kernels/tiles.h"
@@ -232,6 +233,7 @@ static const g4_kernels neon = {
             [G4_TYPE_Q5_K] = q5_K_rows,
             [G4_TYPE_Q6_K] = q6_K_rows,
         },
+    .mul_rows_x8 = {[G4_TYPE_Q4_0] = g4_neon_q4_0_rows_x8, [G4_TYPE_Q4_K] = g4_neon_q4_K_rows_x8},
 };
 
 const g4_kernels *g4_kernels_neon(void) { return &neon; }

@@ -341,6 +341,8 @@ static const g4_kernels avx2 = {
         },
     .mul_rows_x8 = {[G4_TYPE_Q4_0] = g4_avx2_q4_0_rows_x8, [G4_TYPE_Q4_K] = g4_avx2_q4_K_rows_x8},
     .quantize_act = {[G4_TYPE_Q8_0] = g4_avx2_quantize_q8_0, [G4_TYPE_Q8_K] = g4_avx2_quantize_q8_K},
+    .kv_scores = {[G4_TYPE_F32] = g4_avx2_kv_scores_f32, [G4_TYPE_F16] = g4_avx2_kv_scores_f16},
+    .kv_accum = {[G4_TYPE_F32] = g4_avx2_kv_accum_f32, [G4_TYPE_F16] = g4_avx2_kv_accum_f16},
 };
 
 const g4_kernels *g4_kernels_avx2(void) { return &avx2; }

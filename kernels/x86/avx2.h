@@ -1,6 +1,7 @@
 /* AVX2 kernels of other files that the AVX2 table in kernels/x86/avx2.c
  * lists: mul_rows_x8 (kernels.h) for Q4_0 and Q4_K (avx2_x8.c), the Q8_0
- * and Q8_K activation quantizers (avx2_act.c). */
+ * and Q8_K activation quantizers (avx2_act.c), attention over F32 and F16
+ * cache rows (avx2_attn.c). */
 #ifndef G4_X86_AVX2_H
 #define G4_X86_AVX2_H
 
@@ -13,5 +14,13 @@ void g4_avx2_q4_K_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_
                           int64_t n_tok, float *out, int64_t out_stride);
 void g4_avx2_quantize_q8_0(const float *x, void *y, int64_t n);
 void g4_avx2_quantize_q8_K(const float *x, void *y, int64_t n);
+void g4_avx2_kv_scores_f32(const char *rows, size_t stride, int32_t n, int32_t hd, const float *q, int32_t nq,
+                           float *scores, int32_t s_stride);
+void g4_avx2_kv_scores_f16(const char *rows, size_t stride, int32_t n, int32_t hd, const float *q, int32_t nq,
+                           float *scores, int32_t s_stride);
+void g4_avx2_kv_accum_f32(const char *rows, size_t stride, int32_t n, int32_t hd, const float *p, int32_t nq,
+                          int32_t p_stride, float *o);
+void g4_avx2_kv_accum_f16(const char *rows, size_t stride, int32_t n, int32_t hd, const float *p, int32_t nq,
+                          int32_t p_stride, float *o);
 
 #endif

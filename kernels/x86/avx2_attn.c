@@ -1,0 +1,91 @@
+/* AVX2 attention over F32 and F16 cache rows for a group of query heads
+ * (kv_scores / kv_accum in kernels.h). Each cached value loaded (and for
+ * F16 converted) once serves every head of the group: up to 8 heads keep
+ * their accumulators in registers. Sums run over 8 lanes, so results equal
+ * the scalar ones within float rounding, not in bits. Head sizes that are
+ * not a multiple of 8 go to the scalar kernels. */
+#include <immintrin.h>
+
+#include "kernels/attn.h"
+#include "kernels/x86/avx2.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* Values i..i+7 of a cached row. */
+INLINE __m256 row8(enum g4_type type, const char *row, int32_t i) {
+    if (type == G4_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+INLINE float sum8(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+INLINE void scores_heads(enum g4_type type, int NQ, const char *rows, size_t stride, int32_t n, int32_t hd,
+                         const float *q, float *scores, int32_t s_stride) {
+    for (int32_t r = 0; r < n; r++) {
+        const char *row = rows + (size_t)r * stride;
+        __m256 acc[8];
+        UNROLL for (int h = 0; h < NQ; h++) acc[h] = _mm256_setzero_ps();
+        for (int32_t i = 0; i < hd; i += 8) {
+            const __m256 k = row8(type, row, i);
+            UNROLL for (int h = 0; h < NQ; h++) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * hd + i), k, acc[h]);
+        }
+        UNROLL for (int h = 0; h < NQ; h++) scores[h * s_stride + r] = sum8(acc[h]);
+    }
+}
+
+INLINE void accum_heads(enum g4_type type, int NQ, const char *rows, size_t stride, int32_t n, int32_t hd,
+                        const float *p, int32_t p_stride, float *o) {
+    for (int32_t i = 0; i < hd; i += 8) {
+        __m256 acc[8];
+        UNROLL for (int h = 0; h < NQ; h++) acc[h] = _mm256_loadu_ps(o + h * hd + i);
+        for (int32_t r = 0; r < n; r++) {
+            const __m256 v = row8(type, rows + (size_t)r * stride, i);
+            UNROLL for (int h = 0; h < NQ; h++) acc[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + h * p_stride + r), v, acc[h]);
+        }
+        UNROLL for (int h = 0; h < NQ; h++) _mm256_storeu_ps(o + h * hd + i, acc[h]);
+    }
+}
+
+/* Heads in runs of 8, 4, 2 and 1, each run one pass over the rows. */
+#define KV_AVX2(suffix, type)                                                                                        \
+    void g4_avx2_kv_scores_##suffix(const char *rows, size_t stride, int32_t n, int32_t hd, const float *q, int32_t nq,   \
+                                float *scores, int32_t s_stride) {                                                   \
+        if (hd % 8) {                                                                                                \
+            g4_kv_scores_##suffix(rows, stride, n, hd, q, nq, scores, s_stride);                                     \
+            return;                                                                                                  \
+        }                                                                                                            \
+        for (int32_t h = 0; h < nq;) {                                                                               \
+            const float *qh = q + (size_t)h * hd;                                                                    \
+            float *sh = scores + (size_t)h * s_stride;                                                               \
+            const int32_t left = nq - h;                                                                             \
+            if (left >= 8) scores_heads(type, 8, rows, stride, n, hd, qh, sh, s_stride), h += 8;                     \
+            else if (left >= 4) scores_heads(type, 4, rows, stride, n, hd, qh, sh, s_stride), h += 4;                \
+            else if (left >= 2) scores_heads(type, 2, rows, stride, n, hd, qh, sh, s_stride), h += 2;                \
+            else scores_heads(type, 1, rows, stride, n, hd, qh, sh, s_stride), h += 1;                               \
+        }                                                                                                            \
+    }                                                                                                                \
+    void g4_avx2_kv_accum_##suffix(const char *rows, size_t stride, int32_t n, int32_t hd, const float *p, int32_t nq,    \
+                               int32_t p_stride, float *o) {                                                         \
+        if (hd % 8) {                                                                                                \
+            g4_kv_accum_##suffix(rows, stride, n, hd, p, nq, p_stride, o);                                           \
+            return;                                                                                                  \
+        }                                                                                                            \
+        for (int32_t h = 0; h < nq;) {                                                                               \
+            const float *ph = p + (size_t)h * p_stride;                                                              \
+            float *oh = o + (size_t)h * hd;                                                                          \
+            const int32_t left = nq - h;                                                                             \
+            if (left >= 8) accum_heads(type, 8, rows, stride, n, hd, ph, p_stride, oh), h += 8;                      \
+            else if (left >= 4) accum_heads(type, 4, rows, stride, n, hd, ph, p_stride, oh), h += 4;                 \
+            else if (left >= 2) accum_heads(type, 2, rows, stride, n, hd, ph, p_stride, oh), h += 2;                 \
+            else accum_heads(type, 1, rows, stride, n, hd, ph, p_stride, oh), h += 1;                                \
+        }                                                                                                            \
+    }
+
+KV_AVX2(f32, G4_TYPE_F32)
+KV_AVX2(f16, G4_TYPE_F16)
