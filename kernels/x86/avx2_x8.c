@@ -7,7 +7,8 @@
  * scaling are done once for 8 rows, where the plain-layout kernels do them
  * per row. The codes are unsigned (Q4_0 stores value + 8), so the integer
  * sums are corrected by the activation sums, which depend only on the token
- * and are prepared once per call ("side terms").
+ * and are prepared once per call ("side terms", with anything else per
+ * token and block that is cheaper read than recomputed per group).
  *
  * int16 headroom: a maddubs lane is at most 2 * 15 * 127 = 3810, and at
  * most 8 of them are added before madd widens to int32. */
@@ -21,6 +22,12 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
+/* Software prefetch about 2 KB ahead of the loads (12 Q4_0 blocks, 2 Q4_K
+ * super-blocks): one thread's single stream reaches 10-20% more bandwidth
+ * than with the hardware prefetcher alone (measured on a 150 MB matrix).
+ * Prefetches past the end are harmless hints. */
+#define PREFETCH_Q4_0 12
+#define PREFETCH_Q4_K 2
 /* Tokens per pass over a group: the group's blocks are unpacked once for
  * them, and their accumulators still fit the 16 vector registers. */
 #define X8_TOKENS 4
@@ -35,10 +42,14 @@ INLINE __m256i act4(const int8_t *p) {
 /* The 8 rows' fp16 scales as 8 float lanes. */
 INLINE __m256 rows_fp16(const g4_fp16 *d) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)); }
 
-INLINE __m256 act_scale(float d) { return _mm256_set1_ps(d); }
+/* One side term: an integer correction or a float scale. */
+typedef union {
+    int32_t i;
+    float f;
+} side_term;
 
-static int32_t *side_alloc(size_t n) {
-    int32_t *p = malloc(n * sizeof *p);
+static side_term *side_alloc(size_t n) {
+    side_term *p = malloc(n * sizeof *p);
     if (!p) {
         fprintf(stderr, "avx2 x8 kernel: out of memory for %zu side terms\n", n);
         exit(EXIT_FAILURE);
@@ -46,26 +57,32 @@ static int32_t *side_alloc(size_t n) {
     return p;
 }
 
-/* ---- Q4_0 against Q8_0: side term 8 * (sum of a block's activations) ---- */
+/* ---- Q4_0 against Q8_0 ----
+ * Side terms, 2 per block: 8 * (sum of the block's activation codes), and
+ * its scale as a float (stored as fp16, converting it per group costs more
+ * than the group's whole scaling). */
 
-static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side) {
+static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, side_term *side) {
     for (int64_t t = 0; t < n_tok; t++) {
         const block_q8_0 *a = (const block_q8_0 *)(act + (size_t)t * act_bytes);
         for (int64_t b = 0; b < nb; b++) {
             int32_t s = 0;
             for (int j = 0; j < G4_QK; j++) s += a[b].qs[j];
-            side[t * nb + b] = 8 * s;
+            side[(t * nb + b) * 2].i = 8 * s;
+            side[(t * nb + b) * 2 + 1].f = g4_fp16_to_fp32(a[b].d);
         }
     }
 }
 
 INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t *act, size_t act_bytes,
-                         const int32_t *side, float *out, int64_t out_stride) {
+                         const side_term *side, float *out, int64_t out_stride) {
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     __m256 acc[X8_TOKENS];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const block_q4_0x8 *gb = g + b;
+        _mm_prefetch((const char *)(gb + PREFETCH_Q4_0), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gb + PREFETCH_Q4_0) + 64, _MM_HINT_T0);
         const block_q8_0 *a[X8_TOKENS];
         __m256i s[X8_TOKENS];
         UNROLL for (int t = 0; t < T; t++) {
@@ -82,8 +99,9 @@ INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t
         }
         const __m256 dw = rows_fp16(gb->d);
         UNROLL for (int t = 0; t < T; t++) {
-            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s[t], ones), _mm256_set1_epi32(side[t * nb + b]));
-            const __m256 d = _mm256_mul_ps(dw, act_scale(_cvtsh_ss(a[t]->d)));
+            const side_term *st = side + (t * nb + b) * 2;
+            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s[t], ones), _mm256_set1_epi32(st[0].i));
+            const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&st[1].f));
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[t]);
         }
     }
@@ -95,7 +113,7 @@ INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t
  * sub-blocks as int16 pairs (B0,B2) (B1,B3) (B4,B6) (B5,B7), the order in
  * which the unpacked mins pair up below. */
 
-static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side) {
+static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, side_term *side) {
     static const int order[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
     for (int64_t t = 0; t < n_tok; t++) {
         const block_q8_K *a = (const block_q8_K *)(act + (size_t)t * act_bytes);
@@ -104,7 +122,7 @@ static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t 
                 const int16_t *bs = a[b].bsums;
                 const uint16_t lo = (uint16_t)(bs[2 * order[j][0]] + bs[2 * order[j][0] + 1]);
                 const uint16_t hi = (uint16_t)(bs[2 * order[j][1]] + bs[2 * order[j][1] + 1]);
-                side[(t * nb + b) * 4 + j] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+                side[(t * nb + b) * 4 + j].i = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
             }
     }
 }
@@ -137,7 +155,7 @@ INLINE __m256i q4_K_sub_scale(const __m256i sc[2], int s) {
 }
 
 INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t *act, size_t act_bytes,
-                         const int32_t *side, float *out, int64_t out_stride) {
+                         const side_term *side, float *out, int64_t out_stride) {
     const __m256i m4 = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xff);
     __m256 acc[X8_TOKENS];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
@@ -150,11 +168,14 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
             isum[t] = _mm256_setzero_si256();
         }
         __m256i sc[2], mn[2];
+        _mm_prefetch((const char *)(gb + PREFETCH_Q4_K), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gb + PREFETCH_Q4_K) + 64, _MM_HINT_T0);
         q4_K_scales(gb, sc, mn);
         UNROLL for (int c = 0; c < 4; c++) {
             __m256i s_lo[X8_TOKENS], s_hi[X8_TOKENS];
             UNROLL for (int t = 0; t < T; t++) s_lo[t] = s_hi[t] = _mm256_setzero_si256();
             UNROLL for (int k = 0; k < 8; k++) {
+                if (k % 2 == 0) _mm_prefetch((const char *)gb[PREFETCH_Q4_K].qs[c][k], _MM_HINT_T0);
                 const __m256i x = _mm256_loadu_si256((const __m256i *)gb->qs[c][k]);
                 const __m256i lo = _mm256_and_si256(x, m4), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
                 UNROLL for (int t = 0; t < T; t++) {
@@ -174,10 +195,10 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
                                _mm256_srli_epi16(mn[1], 8)};
         const __m256 dw = rows_fp16(gb->d), dmw = rows_fp16(gb->dmin);
         UNROLL for (int t = 0; t < T; t++) {
-            const int32_t *bp = side + (t * nb + b) * 4;
-            __m256i msum = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(bp[0]));
-            UNROLL for (int j = 1; j < 4; j++) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp[j], _mm256_set1_epi32(bp[j])));
-            const __m256 da = act_scale(a[t]->d);
+            const side_term *bp = side + (t * nb + b) * 4;
+            __m256i msum = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(bp[0].i));
+            UNROLL for (int j = 1; j < 4; j++) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp[j], _mm256_set1_epi32(bp[j].i)));
+            const __m256 da = _mm256_broadcast_ss(&a[t]->d);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
             acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmw, da), _mm256_cvtepi32_ps(msum), acc[t]);
         }
@@ -191,13 +212,13 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
     void name(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,          \
               int64_t n_tok, float *out, int64_t out_stride) {                                                       \
         const int64_t nb = n / (qk);                                                                                 \
-        int32_t *side = side_alloc((size_t)(n_tok * nb * (per_block)));                                              \
+        side_term *side = side_alloc((size_t)(n_tok * nb * (per_block)));                                              \
         side_fn(nb, act, act_bytes, n_tok, side);                                                                    \
         for (int64_t r = 0; r < n_rows; r += G4_REPACK_ROWS) {                                                       \
             const block_t *g = (const block_t *)((const uint8_t *)w + (size_t)r * row_bytes);                       \
             for (int64_t t = 0; t < n_tok; t += X8_TOKENS) {                                                         \
                 const uint8_t *a = (const uint8_t *)act + (size_t)t * act_bytes;                                     \
-                const int32_t *s = side + t * nb * (per_block);                                                      \
+                const side_term *s = side + t * nb * (per_block);                                                      \
                 float *o = out + t * out_stride + r;                                                                 \
                 switch (n_tok - t < X8_TOKENS ? n_tok - t : X8_TOKENS) {                                             \
                 case 1: tile(1, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
@@ -210,5 +231,5 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
         free(side);                                                                                                  \
     }
 
-X8_DRIVER(g4_avx2_q4_0_rows_x8, tile_q4_0_x8, q4_0_side, block_q4_0x8, 1, G4_QK)
+X8_DRIVER(g4_avx2_q4_0_rows_x8, tile_q4_0_x8, q4_0_side, block_q4_0x8, 2, G4_QK)
 X8_DRIVER(g4_avx2_q4_K_rows_x8, tile_q4_K_x8, q4_K_side, block_q4_Kx8, 4, G4_QK_K)
