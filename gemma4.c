@@ -483,6 +483,10 @@ void gemma4_layer_info_get(const gemma4_model *m, int32_t il, gemma4_layer_info 
 
 /* ---------------------------------------------------------------- session */
 
+/* Tokens an MoE layer routes at a time: bounds its expert batch buffers
+ * (MOE_CHUNK * experts used rows) while still giving each expert a batch. */
+#define MOE_CHUNK 64
+
 struct gemma4_session {
     const gemma4_model *m;
     int32_t n_ubatch;
@@ -498,6 +502,11 @@ struct gemma4_session {
     float *x, *a, *r, *q, *k, *v, *o, *t0, *t1, *t3, *ple;
     float *scores; /* per thread: attention scores, grown with the longest sequence */
     size_t scores_per_thread;
+    /* MoE layers, per chunk of MOE_CHUNK tokens: each (token, choice)'s
+     * expert and weight, and its row in the expert batches below */
+    int32_t *moe_sel, *moe_row;
+    float *moe_w;
+    float *moe_x, *moe_g, *moe_u, *moe_y; /* expert inputs, gate, up, outputs: rows grouped by expert */
 };
 
 static int64_t max_q_dim(const gemma4_model *m) {
@@ -579,6 +588,13 @@ gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_p
     if (ple > wide) wide = ple;
     const size_t sizes[] = {d, d, d, qd, qd, qd, qd, wide, wide, d, ple ? ple : 1};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && ok; i++) ok = (*bufs[i] = malloc(T * sizes[i] * sizeof(float))) != NULL;
+    if (m->n_expert && ok) {
+        const size_t slots = (size_t)MOE_CHUNK * (size_t)m->n_expert_used, fe = (size_t)m->n_ff_exp;
+        ok = (s->moe_sel = malloc(slots * sizeof *s->moe_sel)) && (s->moe_row = malloc(slots * sizeof *s->moe_row)) &&
+             (s->moe_w = malloc(slots * sizeof *s->moe_w)) && (s->moe_x = malloc(slots * d * sizeof(float))) &&
+             (s->moe_g = malloc(slots * fe * sizeof(float))) && (s->moe_u = malloc(slots * fe * sizeof(float))) &&
+             (s->moe_y = malloc(slots * d * sizeof(float)));
+    }
     ok = ok && (s->tok_seq = malloc(T * sizeof *s->tok_seq)) && (s->tok_pos = malloc(T * sizeof *s->tok_pos)) &&
          (s->out_rows = malloc(T * sizeof *s->out_rows)) &&
          (s->seq_n = malloc((size_t)g4_kv_n_seq(s->kv) * sizeof *s->seq_n));
@@ -592,12 +608,16 @@ gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_p
 void gemma4_session_free(gemma4_session *s) {
     if (!s) return;
     g4_kv_free(s->kv);
-    float *bufs[] = {s->x, s->a, s->r, s->q, s->k, s->v, s->o, s->t0, s->t1, s->t3, s->ple, s->scores};
+    float *bufs[] = {s->x,     s->a,     s->r,     s->q,     s->k,     s->v,     s->o,    s->t0,
+                     s->t1,    s->t3,    s->ple,   s->scores, s->moe_w, s->moe_x, s->moe_g, s->moe_u,
+                     s->moe_y};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(s->tok_seq);
     free(s->tok_pos);
     free(s->out_rows);
     free(s->seq_n);
+    free(s->moe_sel);
+    free(s->moe_row);
     g4_pool_free(s->pool);
     free(s);
 }
@@ -714,7 +734,12 @@ static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
     rms_norm_rows(s->a, s->x, L->attn_norm, n_tok, d, eps);
     dump("attn_norm", il, s->a, n_tok, d);
 
-    matmul(s, &L->attn_q, s->a, n_tok, s->q);
+    /* the Q, K and V projections in one dispatch */
+    g4_matmul_job proj[3] = {{&L->attn_q, s->a, n_tok, s->q}};
+    int n_proj = 1;
+    if (L->has_kv) proj[n_proj++] = (g4_matmul_job){&L->attn_k, s->a, n_tok, s->k};
+    if (L->has_kv && L->attn_v.data) proj[n_proj++] = (g4_matmul_job){&L->attn_v, s->a, n_tok, s->v};
+    g4_matmul_many(proj, n_proj, s->pool);
     dump("Qcur", il, s->q, n_tok, H * hd);
     rms_norm_rows(s->q, s->q, L->attn_q_norm, n_tok * H, hd, eps);
     dump("Qcur_normed", il, s->q, n_tok, H * hd);
@@ -723,10 +748,8 @@ static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
     dump("Qcur_pos", il, s->q, n_tok, H * hd);
 
     if (L->has_kv) {
-        matmul(s, &L->attn_k, s->a, n_tok, s->k);
         dump("Kcur", il, s->k, n_tok, Hkv * hd);
-        if (L->attn_v.data) matmul(s, &L->attn_v, s->a, n_tok, s->v);
-        else memcpy(s->v, s->k, (size_t)n_tok * (size_t)(Hkv * hd) * sizeof(float)); /* K = V layers: raw K */
+        if (!L->attn_v.data) memcpy(s->v, s->k, (size_t)n_tok * (size_t)(Hkv * hd) * sizeof(float)); /* K = V layers: raw K */
         dump("Vcur", il, s->v, n_tok, Hkv * hd);
         rms_norm_rows(s->k, s->k, L->attn_k_norm, n_tok * Hkv, hd, eps);
         dump("Kcur_normed", il, s->k, n_tok, Hkv * hd);
@@ -754,8 +777,8 @@ static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
 static void gated_mlp(gemma4_session *s, const g4_weight *gate, const g4_weight *up, const g4_weight *down,
                       const float *x, int64_t n_tok, float *out) {
     const int64_t f = gate->n_out;
-    matmul(s, gate, x, n_tok, s->t0);
-    matmul(s, up, x, n_tok, s->t1);
+    const g4_matmul_job gate_up[2] = {{gate, x, n_tok, s->t0}, {up, x, n_tok, s->t1}};
+    g4_matmul_many(gate_up, 2, s->pool);
     g4_geglu(s->t0, s->t0, s->t1, n_tok * f);
     matmul(s, down, s->t0, n_tok, out);
 }
@@ -766,12 +789,11 @@ static g4_weight expert(const g4_weight *w, size_t stride, int32_t e) {
     return x;
 }
 
-/* §4.6 expert branch for one token: router on the post-attention residual r,
- * softmax over all experts, top-k, renormalised weights, per-expert scale. */
-static void moe_token(gemma4_session *s, const layer *L, int32_t il, const float *r, const float *e_in, float *acc) {
-    const gemma4_model *m = s->m;
+/* §4.6 router for one token: on the post-attention residual r, softmax over
+ * all experts, top-k, renormalised weights. */
+static void route(const gemma4_model *m, const layer *L, int32_t il, const float *r, int32_t *sel, float *w) {
     const int64_t d = m->n_embd, E = m->n_expert, K = m->n_expert_used;
-    float z[d], probs[E], y[d];
+    float z[d], probs[E];
     g4_rms_norm(z, r, NULL, d, m->rms_eps);
     const float inv_sqrt_d = 1.0f / sqrtf((float)d);
     for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv_sqrt_d * L->ffn_gate_inp_scale[i];
@@ -779,9 +801,7 @@ static void moe_token(gemma4_session *s, const layer *L, int32_t il, const float
     dump("ffn_moe_logits", il, probs, 1, E);
     g4_softmax(probs, E);
     dump("ffn_moe_probs", il, probs, 1, E);
-
-    int32_t sel[K];
-    float w[K], wsum = 0.0f;
+    float wsum = 0.0f;
     for (int64_t k = 0; k < K; k++) { /* descending probability, lowest index first on ties */
         int32_t best = -1;
         for (int32_t e = 0; e < E; e++) {
@@ -796,19 +816,51 @@ static void moe_token(gemma4_session *s, const layer *L, int32_t il, const float
     if (wsum < 6.103515625e-5f) wsum = 6.103515625e-5f;
     for (int64_t k = 0; k < K; k++) w[k] /= wsum;
     dump("ffn_moe_weights_norm", il, w, 1, K);
+}
 
-    for (int64_t k = 0; k < K; k++) {
-        const int32_t e = sel[k];
-        g4_weight gate = expert(&L->gate_exps, L->gate_exps_stride, e);
-        g4_weight up = expert(&L->up_exps, L->up_exps_stride, e);
-        g4_weight down = expert(&L->down_exps, L->down_exps_stride, e);
-        gated_mlp(s, &gate, &up, &down, e_in, 1, y);
-        const float scale = L->down_exps_scale ? L->down_exps_scale[e] : 1.0f;
-        for (int64_t i = 0; i < d; i++) {
-            const float v = y[i] * scale * w[k];
-            acc[i] = k == 0 ? v : acc[i] + v;
-        }
+/* §4.6 expert branch for tokens [t0, t0 + n), n <= MOE_CHUNK: routes each
+ * token, runs every chosen expert once on the batch of tokens routed to it
+ * (all experts' gate and up in one dispatch, their down in another), then
+ * acc[t] = sum over the token's choices, in choice order, of
+ * weight * expert scale * expert output. */
+static void moe_chunk(gemma4_session *s, const layer *L, int32_t il, const float *r, const float *e_in, int32_t n,
+                      float *acc) {
+    const gemma4_model *m = s->m;
+    const int64_t d = m->n_embd, E = m->n_expert, K = m->n_expert_used, Fe = m->n_ff_exp;
+    for (int32_t t = 0; t < n; t++) route(m, L, il, r + t * d, s->moe_sel + t * K, s->moe_w + t * K);
+
+    g4_weight gate[E], up[E], down[E];
+    g4_matmul_job gate_up[2 * E], downs[E];
+    int32_t n_jobs = 0, rows = 0;
+    for (int32_t e = 0; e < E; e++) {
+        const int32_t first = rows;
+        for (int32_t i = 0; i < n * K; i++) /* gather the tokens routed to e */
+            if (s->moe_sel[i] == e) {
+                memcpy(s->moe_x + (size_t)rows * d, e_in + (size_t)(i / K) * d, (size_t)d * sizeof(float));
+                s->moe_row[i] = rows++;
+            }
+        if (rows == first) continue;
+        gate[n_jobs] = expert(&L->gate_exps, L->gate_exps_stride, e);
+        up[n_jobs] = expert(&L->up_exps, L->up_exps_stride, e);
+        down[n_jobs] = expert(&L->down_exps, L->down_exps_stride, e);
+        const float *x = s->moe_x + (size_t)first * d;
+        gate_up[2 * n_jobs] = (g4_matmul_job){&gate[n_jobs], x, rows - first, s->moe_g + (size_t)first * Fe};
+        gate_up[2 * n_jobs + 1] = (g4_matmul_job){&up[n_jobs], x, rows - first, s->moe_u + (size_t)first * Fe};
+        downs[n_jobs] = (g4_matmul_job){&down[n_jobs], s->moe_g + (size_t)first * Fe, rows - first, s->moe_y + (size_t)first * d};
+        n_jobs++;
     }
+    g4_matmul_many(gate_up, 2 * n_jobs, s->pool);
+    g4_geglu(s->moe_g, s->moe_g, s->moe_u, (int64_t)rows * Fe);
+    g4_matmul_many(downs, n_jobs, s->pool);
+
+    for (int32_t t = 0; t < n; t++)
+        for (int64_t k = 0; k < K; k++) {
+            const int32_t e = s->moe_sel[t * K + k];
+            const float *y = s->moe_y + (size_t)s->moe_row[t * K + k] * d;
+            const float scale = L->down_exps_scale ? L->down_exps_scale[e] : 1.0f, w = s->moe_w[t * K + k];
+            float *a = acc + t * d;
+            for (int64_t i = 0; i < d; i++) a[i] = k == 0 ? y[i] * scale * w : a[i] + y[i] * scale * w;
+        }
 }
 
 /* §4.5 / §4.6: feed-forward on r; leaves x = r + post_ffw_norm(ffn). */
@@ -826,11 +878,11 @@ static void ffn_block(gemma4_session *s, int32_t il, int32_t n_tok) {
         dump("ffn_mlp", il, s->t3, n_tok, d);
         rms_norm_rows(s->a, s->r, L->pre_ffw_norm_2, n_tok, d, eps);
         dump("ffn_norm_2", il, s->a, n_tok, d);
-        for (int32_t t = 0; t < n_tok; t++) {
-            float *acc = s->x + t * d; /* x is free until the residual add below */
-            moe_token(s, L, il, s->r + t * d, s->a + t * d, acc);
-            rms_norm_rows(acc, acc, L->post_ffw_norm_2, 1, d, eps);
+        for (int32_t t = 0; t < n_tok; t += MOE_CHUNK) { /* x is free until the residual add below */
+            const int32_t n = n_tok - t < MOE_CHUNK ? n_tok - t : MOE_CHUNK;
+            moe_chunk(s, L, il, s->r + t * d, s->a + t * d, n, s->x + t * d);
         }
+        rms_norm_rows(s->x, s->x, L->post_ffw_norm_2, n_tok, d, eps);
         dump("ffn_moe", il, s->x, n_tok, d);
         for (int64_t i = 0; i < n_tok * d; i++) s->t3[i] += s->x[i];
         dump("ffn_moe_combined", il, s->t3, n_tok, d);

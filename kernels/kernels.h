@@ -76,6 +76,17 @@ typedef struct g4_weight {
 void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
 /* The same with a chosen table (tests and benchmarks compare ISAs). */
 void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
+/* Several independent products in one dispatch (gate and up, the experts
+ * of a token): the threads share their rows, so small products keep every
+ * thread busy. Each y gets what g4_matmul gives it. */
+typedef struct g4_matmul_job {
+    const g4_weight *w;
+    const float *x;
+    int64_t n_tok;
+    float *y;
+} g4_matmul_job;
+void g4_matmul_many(const g4_matmul_job *jobs, int n_jobs, g4_pool *pool);
+void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jobs, g4_pool *pool);
 
 /* Rows per interleaved group (kernels/repack.h). */
 #define G4_REPACK_ROWS 8

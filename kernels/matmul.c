@@ -14,27 +14,33 @@
  * activations (about 2 KB per 2048 inputs) stay in L2 meanwhile. */
 #define TOKEN_BLOCK 32
 
+/* One product of a call, with its activations converted. */
 typedef struct {
-    void (*quantize)(const float *x, void *y, int64_t n);
-    const float *x;
-    int64_t n_in, n_tok;
-    char *dst;
-    size_t dst_row_bytes;
-} convert_job;
-
-static void convert_rows(void *arg, int ith, int nth) {
-    const convert_job *j = arg;
-    for (int64_t t = ith; t < j->n_tok; t += nth) j->quantize(j->x + t * j->n_in, j->dst + (size_t)t * j->dst_row_bytes, j->n_in);
-}
+    g4_matmul_job job;
+    const char *act;
+    size_t act_row_bytes;
+} product;
 
 typedef struct {
     const g4_kernels *k;
-    const g4_weight *w;
-    const char *act;
-    size_t act_row_bytes;
-    int64_t n_tok;
-    float *y;
-} dot_job;
+    product *p;
+    int n;
+    char *converted;
+} call;
+
+/* Converting: the (product, token) pairs in turn over the threads. */
+static void convert_rows(void *arg, int ith, int nth) {
+    const call *c = arg;
+    int64_t pair = 0;
+    for (int i = 0; i < c->n; i++) {
+        const product *p = &c->p[i];
+        for (int64_t t = 0; t < p->job.n_tok; t++, pair++) {
+            if (pair % nth != ith || p->act == (const char *)p->job.x) continue;
+            const enum g4_type at = g4_vec_dot_type(p->job.w->type);
+            c->k->quantize_act[at](p->job.x + t * p->job.w->n_in, (char *)p->act + (size_t)t * p->act_row_bytes, p->job.w->n_in);
+        }
+    }
+}
 
 /* What a table without mul_rows[type] gets: one vec_dot per output. */
 static void rows_by_vec_dot(float (*dot)(int64_t, const void *, const void *), int64_t n, const char *w, size_t row_bytes,
@@ -68,29 +74,40 @@ static void unpacked_rows(const g4_kernels *k, const g4_weight *w, int64_t first
     free(scratch);
 }
 
-static void dot_rows(void *arg, int ith, int nth) {
-    const dot_job *j = arg;
-    const g4_weight *w = j->w;
-    const int64_t groups = (w->n_out + ROW_GROUP - 1) / ROW_GROUP;
-    const int64_t first = groups * ith / nth * ROW_GROUP;
-    int64_t end = groups * (ith + 1) / nth * ROW_GROUP;
-    if (end > w->n_out) end = w->n_out;
-    if (first >= end) return;
-    /* interleaved weights: the 8-row groups, then the plain tail rows */
+/* Rows [first, end) of one product: interleaved groups with their kernel
+ * (or unpacked), the plain tail rows with the plain kernels. */
+static void product_rows(const g4_kernels *k, const product *p, int64_t first, int64_t end) {
+    const g4_weight *w = p->job.w;
     const int64_t grouped = w->interleaved ? w->n_out / G4_REPACK_ROWS * G4_REPACK_ROWS : 0;
     const int64_t mid = end < grouped ? end : grouped > first ? grouped : first;
     const char *rows = (const char *)w->data + (size_t)first * w->row_bytes;
-    for (int64_t t0 = 0; t0 < j->n_tok; t0 += TOKEN_BLOCK) {
-        const int64_t nt = j->n_tok - t0 < TOKEN_BLOCK ? j->n_tok - t0 : TOKEN_BLOCK;
-        const char *act = j->act + (size_t)t0 * j->act_row_bytes;
-        float *out = j->y + t0 * w->n_out + first;
-        if (mid > first && j->k->mul_rows_x8[w->type])
-            j->k->mul_rows_x8[w->type](w->n_in, rows, w->row_bytes, mid - first, act, j->act_row_bytes, nt, out, w->n_out);
+    for (int64_t t0 = 0; t0 < p->job.n_tok; t0 += TOKEN_BLOCK) {
+        const int64_t nt = p->job.n_tok - t0 < TOKEN_BLOCK ? p->job.n_tok - t0 : TOKEN_BLOCK;
+        const char *act = p->act + (size_t)t0 * p->act_row_bytes;
+        float *out = p->job.y + t0 * w->n_out + first;
+        if (mid > first && k->mul_rows_x8[w->type])
+            k->mul_rows_x8[w->type](w->n_in, rows, w->row_bytes, mid - first, act, p->act_row_bytes, nt, out, w->n_out);
         else if (mid > first)
-            unpacked_rows(j->k, w, first, mid, act, j->act_row_bytes, nt, out);
+            unpacked_rows(k, w, first, mid, act, p->act_row_bytes, nt, out);
         if (end > mid)
-            plain_rows(j->k, w, rows + (size_t)(mid - first) * w->row_bytes, end - mid, act, j->act_row_bytes, nt,
+            plain_rows(k, w, rows + (size_t)(mid - first) * w->row_bytes, end - mid, act, p->act_row_bytes, nt,
                        out + (mid - first));
+    }
+}
+
+/* The dots: every product's groups split evenly over the threads, all in
+ * one dispatch, so several small products (experts, gate and up) cost one
+ * wake-up and keep every thread busy, and the threads stream each matrix
+ * side by side as they would for a lone product. */
+static void dot_rows(void *arg, int ith, int nth) {
+    const call *c = arg;
+    for (int i = 0; i < c->n; i++) {
+        const product *p = &c->p[i];
+        const int64_t groups = (p->job.w->n_out + ROW_GROUP - 1) / ROW_GROUP;
+        const int64_t first = groups * ith / nth * ROW_GROUP;
+        int64_t end = groups * (ith + 1) / nth * ROW_GROUP;
+        if (end > p->job.w->n_out) end = p->job.w->n_out;
+        if (first < end) product_rows(c->k, p, first, end);
     }
 }
 
@@ -99,22 +116,48 @@ void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_p
 }
 
 void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool) {
-    if (n_tok <= 0) return;
-    const enum g4_type act_type = g4_vec_dot_type(w->type);
-    dot_job job = {k, w, (const char *)x, (size_t)w->n_in * sizeof(float), n_tok, y};
-    char *converted = NULL;
-    if (act_type != G4_TYPE_F32) {
-        job.act_row_bytes = g4_row_size(act_type, w->n_in);
-        converted = malloc(job.act_row_bytes * (size_t)n_tok);
-        if (!converted) {
-            /* the API has no error path; a model that loaded has far larger buffers than this */
-            fprintf(stderr, "g4_matmul: out of memory for %lld activation rows\n", (long long)n_tok);
-            exit(EXIT_FAILURE);
-        }
-        convert_job conv = {k->quantize_act[act_type], x, w->n_in, n_tok, converted, job.act_row_bytes};
-        g4_pool_run(n_tok > 1 ? pool : NULL, convert_rows, &conv);
-        job.act = converted;
+    const g4_matmul_job job = {w, x, n_tok, y};
+    g4_matmul_many_isa(k, &job, 1, pool);
+}
+
+void g4_matmul_many(const g4_matmul_job *jobs, int n_jobs, g4_pool *pool) {
+    g4_matmul_many_isa(g4_kernels_active(), jobs, n_jobs, pool);
+}
+
+void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jobs, g4_pool *pool) {
+    product *p = calloc((size_t)(n_jobs > 0 ? n_jobs : 1), sizeof *p);
+    size_t bytes = 0;
+    int64_t tokens = 0;
+    call c = {k, p, 0, NULL};
+    if (!p) goto oom;
+    for (int i = 0; i < n_jobs; i++) {
+        if (jobs[i].n_tok <= 0) continue;
+        product *q = &p[c.n++];
+        const enum g4_type at = g4_vec_dot_type(jobs[i].w->type);
+        q->job = jobs[i];
+        q->act_row_bytes = at == G4_TYPE_F32 ? (size_t)jobs[i].w->n_in * sizeof(float) : g4_row_size(at, jobs[i].w->n_in);
+        if (at != G4_TYPE_F32) bytes += q->act_row_bytes * (size_t)jobs[i].n_tok;
+        tokens += jobs[i].n_tok;
     }
-    g4_pool_run(pool, dot_rows, &job);
-    free(converted);
+    if (bytes && !(c.converted = malloc(bytes))) goto oom;
+    bytes = 0;
+    for (int i = 0; i < c.n; i++) {
+        if (g4_vec_dot_type(p[i].job.w->type) == G4_TYPE_F32) {
+            p[i].act = (const char *)p[i].job.x;
+            continue;
+        }
+        p[i].act = c.converted + bytes;
+        bytes += p[i].act_row_bytes * (size_t)p[i].job.n_tok;
+    }
+    if (c.n) {
+        g4_pool_run(tokens > 1 ? pool : NULL, convert_rows, &c);
+        g4_pool_run(pool, dot_rows, &c);
+    }
+    free(c.converted);
+    free(p);
+    return;
+oom:
+    /* the API has no error path; a model that loaded has far larger buffers than this */
+    fprintf(stderr, "g4_matmul: out of memory for the activations of %d products\n", n_jobs);
+    exit(EXIT_FAILURE);
 }

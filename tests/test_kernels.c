@@ -667,6 +667,42 @@ static void test_kv_kernels(const char *isa, const g4_kernels *k) {
     CHECK(bad == 0, "%s: attention kernels differ from scalar beyond rounding in %d outputs", isa, bad);
 }
 
+/* g4_matmul_many: products of different types, shapes and token counts
+ * (one interleaved, one with no tokens) in one dispatch give each y the bits
+ * of its own g4_matmul, for every thread count. */
+static void test_matmul_many(const char *isa, const g4_kernels *k, const float *x) {
+    static const enum g4_type types[] = {G4_TYPE_Q4_0, G4_TYPE_Q4_K, G4_TYPE_F32, G4_TYPE_Q8_0};
+    static const int64_t n_out[] = {SIMD_ROWS, 24, 9, 17}, n_tok[] = {1, 3, 0, 5};
+    enum { N = sizeof types / sizeof types[0] };
+    g4_weight w[N];
+    g4_matmul_job jobs[N];
+    static float want[N][SIMD_TOK * SIMD_ROWS], got[N][SIMD_TOK * SIMD_ROWS];
+    for (int i = 0; i < N; i++) {
+        const size_t rb = g4_row_size(types[i], N_IN);
+        uint8_t *data = malloc(rb * (size_t)n_out[i]);
+        for (int64_t r = 0; r < n_out[i]; r++) {
+            if (types[i] == G4_TYPE_F32) fill_float_row(types[i], data + r * rb, r);
+            else fill_block_row(types[i], data + r * rb, r);
+        }
+        w[i] = (g4_weight){types[i], data, N_IN, n_out[i], rb, 0};
+        jobs[i] = (g4_matmul_job){&w[i], x + i * N_IN, n_tok[i], got[i]};
+    }
+    g4_weight plain0 = w[0];
+    if (g4_repack_supported(k, &w[0])) CHECK(g4_repack(&w[0], false), "%s: repack for g4_matmul_many", isa);
+    int bad = 0;
+    for (int p = 0; p < 4; p++) {
+        memset(want, 0, sizeof want);
+        memset(got, 0, sizeof got);
+        for (int i = 0; i < N; i++) g4_matmul_isa(k, &w[i], x + i * N_IN, n_tok[i], want[i], pools[p]);
+        g4_matmul_many_isa(k, jobs, N, pools[p]);
+        bad += memcmp(want, got, sizeof want) != 0;
+    }
+    CHECK(bad == 0, "%s: g4_matmul_many differs from one g4_matmul per product at %d thread counts", isa, bad);
+    g4_repack_free(&w[0]);
+    free((void *)plain0.data);
+    for (int i = 1; i < N; i++) free((void *)w[i].data);
+}
+
 static void test_isa_tables(void) {
     const g4_kernels *scalar = g4_kernels_scalar();
     const char *names[] = {"avx2", "avx512", "neon"};
@@ -699,7 +735,9 @@ static void test_isa_tables(void) {
         }
         printf("isa %s: %d weight types with SIMD kernels checked bit for bit\n", names[n], with_simd);
         test_kv_kernels(names[n], k);
+        test_matmul_many(names[n], k, x);
     }
+    test_matmul_many("scalar", scalar, x);
 }
 
 int main(void) {
