@@ -22,7 +22,8 @@ LIB_SRC   += $(X86_SRC)
 else ifeq ($(ARCH),aarch64)
 LIB_SRC   += $(ARM_SRC)
 endif
-CLI_SRC   := $(wildcard tools/*.c)
+# tools/bench_kernels.c is a program of its own (make bench-kernels).
+CLI_SRC   := $(filter-out tools/bench_kernels.c,$(wildcard tools/*.c))
 TEST_SRC  := $(wildcard tests/test_*.c)
 FUZZ_SRC  := $(wildcard tests/fuzz_*.c)
 HDRS      := $(wildcard *.h gguf/*.h tokenizer/*.h kernels/*.h kernels/*/*.h tools/*.h tests/*.h)
@@ -40,7 +41,7 @@ $(BUILD)/kernels/x86/avx512.o: ISAFLAGS := -mavx512f -mavx512bw -mavx512vl -mavx
 DOTPROD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/arm/dotprod*.c))
 $(DOTPROD_OBJ): ISAFLAGS := -march=armv8.2-a+dotprod
 
-.PHONY: all test test-bins werror asan static fuzz fuzz-run neon-test check bench clean
+.PHONY: all test test-bins werror asan static fuzz fuzz-run neon-test check bench bench-kernels clean
 all: gemma4
 
 gemma4: $(BUILD)/gemma4
@@ -64,7 +65,7 @@ $(BUILD)/tests/%: tests/%.c $(HDRS) $(LIB) $(CLI_NOMAIN)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(CLI_NOMAIN) $(LIB) $(LDLIBS)
 
-test-bins: $(TEST_BIN) $(BUILD)/gemma4
+test-bins: $(TEST_BIN) $(BUILD)/gemma4 $(BUILD)/tools/bench_kernels
 
 # -Wall -Wextra clean with both compilers, tests included.
 werror:
@@ -115,7 +116,18 @@ neon-test:
 check: werror test asan static fuzz-run neon-test
 	sh tests/static_smoke.sh ./gemma4-static
 
-bench: gemma4
+# The kernel microbenchmark: a standalone program on the library, like the
+# tests. BENCH_KERNELS_ARGS restricts it (see --help).
+$(BUILD)/tools/bench_kernels: tools/bench_kernels.c $(HDRS) $(LIB) $(BUILD)/tools/membw.o
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/tools/membw.o $(LIB) $(LDLIBS)
+
+bench-kernels: $(BUILD)/tools/bench_kernels
+	$(BUILD)/tools/bench_kernels $(BENCH_KERNELS_ARGS)
+
+# Sequential on purpose: two benchmarks at once would halve each other.
+bench: gemma4 $(BUILD)/tools/bench_kernels
+	$(BUILD)/tools/bench_kernels $(BENCH_KERNELS_ARGS)
 	sh tools/bench.sh
 
 clean:
