@@ -674,6 +674,33 @@ static void matmul(gemma4_session *s, const g4_weight *w, const float *x, int64_
     g4_matmul(w, x, n_tok, y, s->pool);
 }
 
+/* Element-wise work long enough to matter at decode (the GELU gate over
+ * the FFN width, the soft-cap over the vocabulary) in equal slices on the
+ * pool's threads, so the other threads do not idle through it. */
+typedef struct {
+    float *y;
+    const float *a, *b;
+    int64_t n;
+    float cap; /* soft-cap: y = cap * tanh(y / cap) */
+} elementwise_job;
+
+static void geglu_slice(void *arg, int ith, int nth) {
+    const elementwise_job *j = arg;
+    const int64_t lo = j->n * ith / nth, hi = j->n * (ith + 1) / nth;
+    g4_geglu(j->y + lo, j->a + lo, j->b + lo, hi - lo);
+}
+
+static void softcap_slice(void *arg, int ith, int nth) {
+    const elementwise_job *j = arg;
+    const float inv = 1.0f / j->cap;
+    for (int64_t i = j->n * ith / nth; i < j->n * (ith + 1) / nth; i++) j->y[i] = tanhf(j->y[i] * inv) * j->cap;
+}
+
+static void geglu(gemma4_session *s, float *y, const float *g, const float *u, int64_t n) {
+    elementwise_job j = {y, g, u, n, 0.0f};
+    g4_pool_run(s->pool, geglu_slice, &j);
+}
+
 static void rms_norm_rows(float *y, const float *x, const float *w, int64_t n_rows, int64_t n, float eps) {
     for (int64_t r = 0; r < n_rows; r++) g4_rms_norm(y + r * n, x + r * n, w, n, eps);
 }
@@ -779,7 +806,7 @@ static void gated_mlp(gemma4_session *s, const g4_weight *gate, const g4_weight 
     const int64_t f = gate->n_out;
     const g4_matmul_job gate_up[2] = {{gate, x, n_tok, s->t0}, {up, x, n_tok, s->t1}};
     g4_matmul_many(gate_up, 2, s->pool);
-    g4_geglu(s->t0, s->t0, s->t1, n_tok * f);
+    geglu(s, s->t0, s->t0, s->t1, n_tok * f);
     matmul(s, down, s->t0, n_tok, out);
 }
 
@@ -850,7 +877,7 @@ static void moe_chunk(gemma4_session *s, const layer *L, int32_t il, const float
         n_jobs++;
     }
     g4_matmul_many(gate_up, 2 * n_jobs, s->pool);
-    g4_geglu(s->moe_g, s->moe_g, s->moe_u, (int64_t)rows * Fe);
+    geglu(s, s->moe_g, s->moe_g, s->moe_u, (int64_t)rows * Fe);
     g4_matmul_many(downs, n_jobs, s->pool);
 
     for (int32_t t = 0; t < n; t++)
@@ -964,8 +991,8 @@ static void forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, con
     dump("result_norm", -1, s->a, n_out, d);
     matmul(s, &m->output, s->a, n_out, out);
     if (m->softcap != 0.0f) {
-        const float inv = 1.0f / m->softcap;
-        for (int64_t i = 0; i < (int64_t)n_out * m->n_vocab; i++) out[i] = tanhf(out[i] * inv) * m->softcap;
+        elementwise_job j = {out, NULL, NULL, (int64_t)n_out * m->n_vocab, m->softcap};
+        g4_pool_run(s->pool, softcap_slice, &j);
     }
     dump("result_output", -1, out, n_out, m->n_vocab);
 }

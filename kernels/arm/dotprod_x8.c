@@ -16,13 +16,12 @@
  * int32 headroom: a Q4_K sub-block sum is at most 32 * 15 * 127, times a
  * 6-bit scale, 8 sub-blocks: about 3.1e7. */
 #include <arm_neon.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/arm/dotprod.h"
 #include "kernels/repack.h"
 #include "kernels/tiles.h"
+#include "kernels/x8_groups.h"
 
 /* Tokens per pass over a group: its blocks are unpacked once for them.
  * With 4, Q4_K's inner loop runs from registers and Q4_0 spills only a few
@@ -57,16 +56,16 @@ INLINE int32x4_t byte_of_lanes(uint8x16_t v, int j) {
 /* ---- Q4_0 against Q8_0: codes are value + 8, so the side term of a block
  * is -8 * (sum of its activations), the start of each accumulator ---- */
 
-static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side) {
+static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, g4_side_term *side) {
     for (int64_t t = 0; t < n_tok; t++) {
         const block_q8_0 *a = (const block_q8_0 *)(act + (size_t)t * act_bytes);
         for (int64_t b = 0; b < nb; b++)
-            side[t * nb + b] = -8 * (vaddlvq_s8(vld1q_s8(a[b].qs)) + vaddlvq_s8(vld1q_s8(a[b].qs + 16)));
+            side[t * nb + b].i = -8 * (vaddlvq_s8(vld1q_s8(a[b].qs)) + vaddlvq_s8(vld1q_s8(a[b].qs + 16)));
     }
 }
 
 INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t *act, size_t act_bytes,
-                         const int32_t *side, float *out, int64_t out_stride) {
+                         const g4_side_term *side, float *out, int64_t out_stride) {
     const uint8x16_t m4 = vdupq_n_u8(15);
     const int32x4_t zero = vdupq_n_s32(0);
     float32x4_t acc[X8_TOKENS][2];
@@ -91,7 +90,7 @@ INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t
             const float32x4_t dw = rows_fp16(gb->d + 4 * h);
             UNROLL for (int t = 0; t < T; t++) {
                 /* two chains, so a single token still has independent sdots in flight */
-                const int32x4_t s = vaddq_s32(dot4(vdupq_n_s32(side[t * nb + b]), lo, a_lo[t]), dot4(zero, hi, a_hi[t]));
+                const int32x4_t s = vaddq_s32(dot4(vdupq_n_s32(side[t * nb + b].i), lo, a_lo[t]), dot4(zero, hi, a_hi[t]));
                 acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s), vmulq_n_f32(dw, da[t]));
             }
         }
@@ -108,7 +107,7 @@ INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t
  * so that both parts are int8 (|B| <= 32 * 127): hi[0..7], then lo[0..7].
  * The mins term of a row is then four sdots by element against its mins. */
 
-static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side) {
+static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, g4_side_term *side) {
     for (int64_t t = 0; t < n_tok; t++) {
         const block_q8_K *a = (const block_q8_K *)(act + (size_t)t * act_bytes);
         for (int64_t b = 0; b < nb; b++) {
@@ -140,7 +139,7 @@ INLINE void q4_K_scales(const block_q4_Kx8 *gb, int h, uint8x16_t sc[2], int8x16
 }
 
 INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t *act, size_t act_bytes,
-                         const int32_t *side, float *out, int64_t out_stride) {
+                         const g4_side_term *side, float *out, int64_t out_stride) {
     const uint8x16_t m4 = vdupq_n_u8(15);
     const int32x4_t zero = vdupq_n_s32(0);
     float32x4_t acc[X8_TOKENS][2];
@@ -190,59 +189,25 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
     }
 }
 
-/* ---- driver: every group against the tokens, X8_TOKENS at a time ---- */
+/* ---- drivers (kernels/x8_groups.h) ---- */
 
-/* One pass of a group over T <= X8_TOKENS tokens. */
-typedef void x8_tile(int T, int64_t nb, const uint8_t *g, const uint8_t *act, size_t act_bytes, const int32_t *side,
-                     float *out, int64_t out_stride);
-typedef void x8_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, int32_t *side);
-
-/* The tile bodies need T as a constant to keep their accumulators in
- * registers: one specialisation per token count. */
-#define X8_TILE_SWITCH(tile, block_t)                                                                                 \
-    switch (T) {                                                                                                     \
-    case 1: tile(1, nb, (const block_t *)g, act, act_bytes, side, out, out_stride); break;                          \
-    case 2: tile(2, nb, (const block_t *)g, act, act_bytes, side, out, out_stride); break;                          \
-    case 3: tile(3, nb, (const block_t *)g, act, act_bytes, side, out, out_stride); break;                          \
-    default: tile(4, nb, (const block_t *)g, act, act_bytes, side, out, out_stride); break;                         \
-    }
-
-static void q4_0_tile(int T, int64_t nb, const uint8_t *g, const uint8_t *act, size_t act_bytes, const int32_t *side,
-                      float *out, int64_t out_stride) {
-    X8_TILE_SWITCH(tile_q4_0_x8, block_q4_0x8)
+static void q4_0_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,
+                      const g4_side_term *side, float *out, int64_t out_stride) {
+    G4_X8_TILE_SWITCH(tile_q4_0_x8, block_q4_0x8)
 }
 
-static void q4_K_tile(int T, int64_t nb, const uint8_t *g, const uint8_t *act, size_t act_bytes, const int32_t *side,
-                      float *out, int64_t out_stride) {
-    X8_TILE_SWITCH(tile_q4_K_x8, block_q4_Kx8)
-}
-
-/* Groups outside, so a group stays in L1 while the tokens pass; the side
- * terms of all tokens are made once, before the first group. */
-static void run_groups(x8_tile *tile, x8_side *make_side, int64_t per_block, int64_t nb, const void *w, size_t row_bytes,
-                       int64_t n_rows, const void *act, size_t act_bytes, int64_t n_tok, float *out,
-                       int64_t out_stride) {
-    int32_t *side = malloc((size_t)(n_tok * nb * per_block) * sizeof *side);
-    if (!side) {
-        fprintf(stderr, "neon x8 kernel: out of memory for %lld side terms\n", (long long)(n_tok * nb * per_block));
-        exit(EXIT_FAILURE);
-    }
-    make_side(nb, act, act_bytes, n_tok, side);
-    for (int64_t r = 0; r < n_rows; r += G4_REPACK_ROWS)
-        for (int64_t t = 0; t < n_tok; t += X8_TOKENS) {
-            const int T = n_tok - t < X8_TOKENS ? (int)(n_tok - t) : X8_TOKENS;
-            tile(T, nb, (const uint8_t *)w + (size_t)r * row_bytes, (const uint8_t *)act + (size_t)t * act_bytes, act_bytes,
-                 side + t * nb * per_block, out + t * out_stride + r, out_stride);
-        }
-    free(side);
+static void q4_K_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,
+                      const g4_side_term *side, float *out, int64_t out_stride) {
+    G4_X8_TILE_SWITCH(tile_q4_K_x8, block_q4_Kx8)
 }
 
 void g4_neon_q4_0_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
                           int64_t n_tok, float *out, int64_t out_stride) {
-    run_groups(q4_0_tile, q4_0_side, 1, n / G4_QK, w, row_bytes, n_rows, act, act_bytes, n_tok, out, out_stride);
+    g4_x8_run(q4_0_tile, X8_TOKENS, q4_0_side, 1, n / G4_QK, w, row_bytes, n_rows, act, act_bytes, n_tok, out, out_stride);
 }
 
 void g4_neon_q4_K_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
                           int64_t n_tok, float *out, int64_t out_stride) {
-    run_groups(q4_K_tile, q4_K_side, 4, n / G4_QK_K, w, row_bytes, n_rows, act, act_bytes, n_tok, out, out_stride);
+    g4_x8_run(q4_K_tile, X8_TOKENS, q4_K_side, 4, n / G4_QK_K, w, row_bytes, n_rows, act, act_bytes, n_tok, out,
+              out_stride);
 }

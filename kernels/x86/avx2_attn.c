@@ -7,10 +7,8 @@
 #include <immintrin.h>
 
 #include "kernels/attn.h"
+#include "kernels/tiles.h"
 #include "kernels/x86/avx2.h"
-
-#define INLINE static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 8")
 
 /* Values i..i+7 of a cached row. */
 INLINE __m256 row8(enum g4_type type, const char *row, int32_t i) {

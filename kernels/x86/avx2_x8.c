@@ -13,15 +13,12 @@
  * int16 headroom: a maddubs lane is at most 2 * 15 * 127 = 3810, and at
  * most 8 of them are added before madd widens to int32. */
 #include <immintrin.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "kernels/repack.h"
+#include "kernels/tiles.h"
 #include "kernels/x86/avx2.h"
+#include "kernels/x8_groups.h"
 
-#define INLINE static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
 /* Software prefetch about 2 KB ahead of the loads (12 Q4_0 blocks, 2 Q4_K
  * super-blocks): one thread's single stream reaches 10-20% more bandwidth
  * than with the hardware prefetcher alone (measured on a 150 MB matrix).
@@ -42,27 +39,12 @@ INLINE __m256i act4(const int8_t *p) {
 /* The 8 rows' fp16 scales as 8 float lanes. */
 INLINE __m256 rows_fp16(const g4_fp16 *d) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)); }
 
-/* One side term: an integer correction or a float scale. */
-typedef union {
-    int32_t i;
-    float f;
-} side_term;
-
-static side_term *side_alloc(size_t n) {
-    side_term *p = malloc(n * sizeof *p);
-    if (!p) {
-        fprintf(stderr, "avx2 x8 kernel: out of memory for %zu side terms\n", n);
-        exit(EXIT_FAILURE);
-    }
-    return p;
-}
-
 /* ---- Q4_0 against Q8_0 ----
  * Side terms, 2 per block: 8 * (sum of the block's activation codes), and
  * its scale as a float (stored as fp16, converting it per group costs more
  * than the group's whole scaling). */
 
-static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, side_term *side) {
+static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, g4_side_term *side) {
     for (int64_t t = 0; t < n_tok; t++) {
         const block_q8_0 *a = (const block_q8_0 *)(act + (size_t)t * act_bytes);
         for (int64_t b = 0; b < nb; b++) {
@@ -75,7 +57,7 @@ static void q4_0_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t 
 }
 
 INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t *act, size_t act_bytes,
-                         const side_term *side, float *out, int64_t out_stride) {
+                         const g4_side_term *side, float *out, int64_t out_stride) {
     const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     __m256 acc[X8_TOKENS];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
@@ -99,7 +81,7 @@ INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t
         }
         const __m256 dw = rows_fp16(gb->d);
         UNROLL for (int t = 0; t < T; t++) {
-            const side_term *st = side + (t * nb + b) * 2;
+            const g4_side_term *st = side + (t * nb + b) * 2;
             const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s[t], ones), _mm256_set1_epi32(st[0].i));
             const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&st[1].f));
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[t]);
@@ -113,7 +95,7 @@ INLINE void tile_q4_0_x8(int T, int64_t nb, const block_q4_0x8 *g, const uint8_t
  * sub-blocks as int16 pairs (B0,B2) (B1,B3) (B4,B6) (B5,B7), the order in
  * which the unpacked mins pair up below. */
 
-static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, side_term *side) {
+static void q4_K_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, g4_side_term *side) {
     static const int order[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
     for (int64_t t = 0; t < n_tok; t++) {
         const block_q8_K *a = (const block_q8_K *)(act + (size_t)t * act_bytes);
@@ -156,7 +138,7 @@ INLINE __m256i q4_K_sub_scale(const __m256i sc[2], int s) {
 }
 
 INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t *act, size_t act_bytes,
-                         const side_term *side, float *out, int64_t out_stride) {
+                         const g4_side_term *side, float *out, int64_t out_stride) {
     const __m256i m4 = _mm256_set1_epi8(15), even = _mm256_set1_epi16(0xff);
     __m256 acc[X8_TOKENS];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
@@ -198,7 +180,7 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
                                _mm256_srli_epi16(mn[1], 8)};
         const __m256 dw = rows_fp16(gb->d), dmw = rows_fp16(gb->dmin);
         UNROLL for (int t = 0; t < T; t++) {
-            const side_term *bp = side + (t * nb + b) * 4;
+            const g4_side_term *bp = side + (t * nb + b) * 4;
             __m256i msum = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(bp[0].i));
             UNROLL for (int j = 1; j < 4; j++) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp[j], _mm256_set1_epi32(bp[j].i)));
             const __m256 da = _mm256_broadcast_ss(&a[t]->d);
@@ -209,30 +191,25 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
     UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-/* ---- drivers: every group against the tokens, X8_TOKENS at a time ---- */
+/* ---- drivers (kernels/x8_groups.h) ---- */
 
-#define X8_DRIVER(name, tile, side_fn, block_t, per_block, qk)                                                        \
-    void name(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,          \
-              int64_t n_tok, float *out, int64_t out_stride) {                                                       \
-        const int64_t nb = n / (qk);                                                                                 \
-        side_term *side = side_alloc((size_t)(n_tok * nb * (per_block)));                                              \
-        side_fn(nb, act, act_bytes, n_tok, side);                                                                    \
-        for (int64_t r = 0; r < n_rows; r += G4_REPACK_ROWS) {                                                       \
-            const block_t *g = (const block_t *)((const uint8_t *)w + (size_t)r * row_bytes);                       \
-            for (int64_t t = 0; t < n_tok; t += X8_TOKENS) {                                                         \
-                const uint8_t *a = (const uint8_t *)act + (size_t)t * act_bytes;                                     \
-                const side_term *s = side + t * nb * (per_block);                                                      \
-                float *o = out + t * out_stride + r;                                                                 \
-                switch (n_tok - t < X8_TOKENS ? n_tok - t : X8_TOKENS) {                                             \
-                case 1: tile(1, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
-                case 2: tile(2, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
-                case 3: tile(3, nb, g, a, act_bytes, s, o, out_stride); break;                                       \
-                default: tile(4, nb, g, a, act_bytes, s, o, out_stride); break;                                      \
-                }                                                                                                    \
-            }                                                                                                        \
-        }                                                                                                            \
-        free(side);                                                                                                  \
-    }
+static void q4_0_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,
+                      const g4_side_term *side, float *out, int64_t out_stride) {
+    G4_X8_TILE_SWITCH(tile_q4_0_x8, block_q4_0x8)
+}
 
-X8_DRIVER(g4_avx2_q4_0_rows_x8, tile_q4_0_x8, q4_0_side, block_q4_0x8, 2, G4_QK)
-X8_DRIVER(g4_avx2_q4_K_rows_x8, tile_q4_K_x8, q4_K_side, block_q4_Kx8, 4, G4_QK_K)
+static void q4_K_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,
+                      const g4_side_term *side, float *out, int64_t out_stride) {
+    G4_X8_TILE_SWITCH(tile_q4_K_x8, block_q4_Kx8)
+}
+
+void g4_avx2_q4_0_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
+                          int64_t n_tok, float *out, int64_t out_stride) {
+    g4_x8_run(q4_0_tile, X8_TOKENS, q4_0_side, 2, n / G4_QK, w, row_bytes, n_rows, act, act_bytes, n_tok, out, out_stride);
+}
+
+void g4_avx2_q4_K_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
+                          int64_t n_tok, float *out, int64_t out_stride) {
+    g4_x8_run(q4_K_tile, X8_TOKENS, q4_K_side, 4, n / G4_QK_K, w, row_bytes, n_rows, act, act_bytes, n_tok, out,
+              out_stride);
+}
