@@ -232,7 +232,8 @@ static int repack_weights(gemma4_model *m, char *err) {
         for (size_t i = 0; i < sizeof mats / sizeof mats[0] && !rc; i++) rc = repack(m, mats[i], mats[i]->n_out, 1, err);
         if (!L->moe || rc) continue;
         const int64_t E = m->n_expert;
-        const bool fused = L->up_exps.data == (const char *)L->gate_exps.data + (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
+        /* fused gate_up: an expert's stride holds its gate rows and then its up rows */
+        const bool fused = L->gate_exps_stride == 2 * (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
         rc = repack(m, &L->down_exps, (int64_t)(L->down_exps_stride / L->down_exps.row_bytes), E, err);
         rc = rc ? rc : repack(m, &L->gate_exps, (int64_t)(L->gate_exps_stride / L->gate_exps.row_bytes), E, err);
         if (fused && L->gate_exps.interleaved) {
