@@ -22,16 +22,6 @@ typedef void g4_x8_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *
 /* The side terms of n_tok tokens, the kernel's fixed number per block. */
 typedef void g4_x8_side(int64_t nb, const uint8_t *act, size_t act_bytes, int64_t n_tok, g4_side_term *side);
 
-/* The tile bodies need T as a constant to keep their accumulators in
- * registers: one specialisation per token count up to 4. */
-#define G4_X8_TILE_SWITCH(tile, block_t)                                                                             \
-    switch (T) {                                                                                                     \
-    case 1: tile(1, nb, (const block_t *)group, act, act_bytes, side, out, out_stride); break;                      \
-    case 2: tile(2, nb, (const block_t *)group, act, act_bytes, side, out, out_stride); break;                      \
-    case 3: tile(3, nb, (const block_t *)group, act, act_bytes, side, out, out_stride); break;                      \
-    default: tile(4, nb, (const block_t *)group, act, act_bytes, side, out, out_stride); break;                     \
-    }
-
 static inline void g4_x8_run(g4_x8_tile *tile, int64_t per_pass, g4_x8_side *make_side, int64_t per_block, int64_t nb,
                              const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
                              int64_t n_tok, float *out, int64_t out_stride) {
@@ -49,5 +39,26 @@ static inline void g4_x8_run(g4_x8_tile *tile, int64_t per_pass, g4_x8_side *mak
         }
     free(side);
 }
+
+/* An ISA file's mul_rows_x8 entry `name` for one format: its tile body
+ * (which needs T as a constant to keep its accumulators in registers, so
+ * one specialisation per token count up to 4), its side terms (per_block
+ * per block of qk values) and its tokens per pass. */
+#define G4_X8_ENTRY(name, tile, block_t, side_fn, per_block, qk, per_pass)                                           \
+    static void name##_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,           \
+                            const g4_side_term *side, float *out, int64_t out_stride) {                              \
+        const block_t *g = (const block_t *)group;                                                                   \
+        switch (T) {                                                                                                 \
+        case 1: tile(1, nb, g, act, act_bytes, side, out, out_stride); break;                                        \
+        case 2: tile(2, nb, g, act, act_bytes, side, out, out_stride); break;                                        \
+        case 3: tile(3, nb, g, act, act_bytes, side, out, out_stride); break;                                        \
+        default: tile(4, nb, g, act, act_bytes, side, out, out_stride); break;                                       \
+        }                                                                                                            \
+    }                                                                                                                \
+    void name(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,          \
+              int64_t n_tok, float *out, int64_t out_stride) {                                                       \
+        g4_x8_run(name##_tile, per_pass, side_fn, per_block, n / (qk), w, row_bytes, n_rows, act, act_bytes, n_tok,   \
+                  out, out_stride);                                                                                  \
+    }
 
 #endif

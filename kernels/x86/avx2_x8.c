@@ -191,25 +191,7 @@ INLINE void tile_q4_K_x8(int T, int64_t nb, const block_q4_Kx8 *g, const uint8_t
     UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-/* ---- drivers (kernels/x8_groups.h) ---- */
+/* ---- entry points (kernels/x8_groups.h) ---- */
 
-static void q4_0_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,
-                      const g4_side_term *side, float *out, int64_t out_stride) {
-    G4_X8_TILE_SWITCH(tile_q4_0_x8, block_q4_0x8)
-}
-
-static void q4_K_tile(int T, int64_t nb, const uint8_t *group, const uint8_t *act, size_t act_bytes,
-                      const g4_side_term *side, float *out, int64_t out_stride) {
-    G4_X8_TILE_SWITCH(tile_q4_K_x8, block_q4_Kx8)
-}
-
-void g4_avx2_q4_0_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
-                          int64_t n_tok, float *out, int64_t out_stride) {
-    g4_x8_run(q4_0_tile, X8_TOKENS, q4_0_side, 2, n / G4_QK, w, row_bytes, n_rows, act, act_bytes, n_tok, out, out_stride);
-}
-
-void g4_avx2_q4_K_rows_x8(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act, size_t act_bytes,
-                          int64_t n_tok, float *out, int64_t out_stride) {
-    g4_x8_run(q4_K_tile, X8_TOKENS, q4_K_side, 4, n / G4_QK_K, w, row_bytes, n_rows, act, act_bytes, n_tok, out,
-              out_stride);
-}
+G4_X8_ENTRY(g4_avx2_q4_0_rows_x8, tile_q4_0_x8, block_q4_0x8, q4_0_side, 2, G4_QK, X8_TOKENS)
+G4_X8_ENTRY(g4_avx2_q4_K_rows_x8, tile_q4_K_x8, block_q4_Kx8, q4_K_side, 4, G4_QK_K, X8_TOKENS)
