@@ -14,9 +14,11 @@
  * activations (about 2 KB per 2048 inputs) stay in L2 meanwhile. */
 #define TOKEN_BLOCK 32
 
-/* One product of a call, with its activations converted. */
+/* One product of a call, with its activations converted to act_type
+ * (F32: act is the job's x itself). */
 typedef struct {
     g4_matmul_job job;
+    enum g4_type act_type;
     const char *act;
     size_t act_row_bytes;
 } product;
@@ -35,9 +37,8 @@ static void convert_rows(void *arg, int ith, int nth) {
     for (int i = 0; i < c->n; i++) {
         const product *p = &c->p[i];
         for (int64_t t = 0; t < p->job.n_tok; t++, pair++) {
-            if (pair % nth != ith || p->act == (const char *)p->job.x) continue;
-            const enum g4_type at = g4_vec_dot_type(p->job.w->type);
-            c->k->quantize_act[at](p->job.x + t * p->job.w->n_in, (char *)p->act + (size_t)t * p->act_row_bytes, p->job.w->n_in);
+            if (pair % nth != ith || p->act_type == G4_TYPE_F32) continue;
+            c->k->quantize_act[p->act_type](p->job.x + t * p->job.w->n_in, (char *)p->act + (size_t)t * p->act_row_bytes, p->job.w->n_in);
         }
     }
 }
@@ -135,6 +136,7 @@ void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jo
         product *q = &p[c.n++];
         const enum g4_type at = g4_vec_dot_type(jobs[i].w->type);
         q->job = jobs[i];
+        q->act_type = at;
         q->act_row_bytes = at == G4_TYPE_F32 ? (size_t)jobs[i].w->n_in * sizeof(float) : g4_row_size(at, jobs[i].w->n_in);
         if (at != G4_TYPE_F32) bytes += q->act_row_bytes * (size_t)jobs[i].n_tok;
         tokens += jobs[i].n_tok;
@@ -142,7 +144,7 @@ void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jo
     if (bytes && !(c.converted = malloc(bytes))) goto oom;
     bytes = 0;
     for (int i = 0; i < c.n; i++) {
-        if (g4_vec_dot_type(p[i].job.w->type) == G4_TYPE_F32) {
+        if (p[i].act_type == G4_TYPE_F32) {
             p[i].act = (const char *)p[i].job.x;
             continue;
         }
