@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 
 ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
 
-LIB_SRC   := gemma4.c kvcache.c sampler.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
+LIB_SRC   := gemma4.c load.c session.c kvcache.c sampler.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
 X86_SRC   := $(wildcard kernels/x86/*.c)
 ARM_SRC   := $(wildcard kernels/arm/*.c)
 ifeq ($(ARCH),x86_64)
@@ -22,11 +22,11 @@ LIB_SRC   += $(X86_SRC)
 else ifeq ($(ARCH),aarch64)
 LIB_SRC   += $(ARM_SRC)
 endif
-# tools/bench_kernels.c is a program of its own (make bench-kernels).
-CLI_SRC   := $(filter-out tools/bench_kernels.c,$(wildcard tools/*.c))
+# tools/bench/bench_kernels.c is a program of its own (make bench-kernels).
+CLI_SRC   := $(filter-out tools/bench/bench_kernels.c,$(wildcard tools/*.c tools/*/*.c))
 TEST_SRC  := $(wildcard tests/test_*.c)
 FUZZ_SRC  := $(wildcard tests/fuzz_*.c)
-HDRS      := $(wildcard *.h gguf/*.h tokenizer/*.h kernels/*.h kernels/*/*.h tools/*.h tests/*.h)
+HDRS      := $(wildcard *.h gguf/*.h tokenizer/*.h kernels/*.h kernels/*/*.h tools/*.h tools/*/*.h tests/*.h)
 
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -65,7 +65,7 @@ $(BUILD)/tests/%: tests/%.c $(HDRS) $(LIB) $(CLI_NOMAIN)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(CLI_NOMAIN) $(LIB) $(LDLIBS)
 
-test-bins: $(TEST_BIN) $(BUILD)/gemma4 $(BUILD)/tools/bench_kernels
+test-bins: $(TEST_BIN) $(BUILD)/gemma4 $(BUILD)/tools/bench/bench_kernels
 
 # -Wall -Wextra clean with both compilers, tests included.
 werror:
@@ -118,17 +118,17 @@ check: werror test asan static fuzz-run neon-test
 
 # The kernel microbenchmark: a standalone program on the library, like the
 # tests. BENCH_KERNELS_ARGS restricts it (see --help).
-$(BUILD)/tools/bench_kernels: tools/bench_kernels.c $(HDRS) $(LIB) $(BUILD)/tools/membw.o
+$(BUILD)/tools/bench/bench_kernels: tools/bench/bench_kernels.c $(HDRS) $(LIB) $(BUILD)/tools/bench/membw.o
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/tools/membw.o $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/tools/bench/membw.o $(LIB) $(LDLIBS)
 
-bench-kernels: $(BUILD)/tools/bench_kernels
-	$(BUILD)/tools/bench_kernels $(BENCH_KERNELS_ARGS)
+bench-kernels: $(BUILD)/tools/bench/bench_kernels
+	$(BUILD)/tools/bench/bench_kernels $(BENCH_KERNELS_ARGS)
 
 # Sequential on purpose: two benchmarks at once would halve each other.
-bench: gemma4 $(BUILD)/tools/bench_kernels
-	$(BUILD)/tools/bench_kernels $(BENCH_KERNELS_ARGS)
-	sh tools/bench.sh
+bench: gemma4 $(BUILD)/tools/bench/bench_kernels
+	$(BUILD)/tools/bench/bench_kernels $(BENCH_KERNELS_ARGS)
+	sh tools/bench/bench.sh
 
 clean:
 	rm -rf build gemma4 gemma4-static

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gguf/gguf.h"          /* G4_ERR_LEN, gguf_file */
+#include "gguf/gguf.h"          /* G4_ERR_LEN, g4_gguf_file */
 #include "kernels/formats.h"    /* enum g4_type */
 #include "kvcache.h"            /* g4_kv_usage, G4_KV_SWA / G4_KV_FULL */
 #include "tokenizer/tokenizer.h" /* g4_vocab, g4_tokenize, ... */
@@ -31,7 +31,7 @@ gemma4_model *gemma4_load(const char *path, char *err);
 void gemma4_model_free(gemma4_model *m);
 
 const g4_vocab *gemma4_model_vocab(const gemma4_model *m);
-const gguf_file *gemma4_model_gguf(const gemma4_model *m);
+const g4_gguf_file *gemma4_model_gguf(const gemma4_model *m);
 int32_t gemma4_n_vocab(const gemma4_model *m);
 int32_t gemma4_n_ctx_train(const gemma4_model *m);
 /* "E2B", "E4B", "26B-A4B", "31B" or "unknown" (by block count, as llama.cpp) */

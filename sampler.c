@@ -56,8 +56,8 @@ static double uniform01(uint64_t s[4]) { return (double)(xoshiro_next(s) >> 11) 
 /* A numeric scalar of any GGUF type as a double; false if absent or not a
  * number (llama.cpp reads these keys through their string form, so it
  * accepts whatever numeric type a converter wrote). */
-static bool kv_number(const gguf_file *f, const char *key, double *out) {
-    const gguf_kv *kv = f ? gguf_find_kv(f, key) : NULL;
+static bool kv_number(const g4_gguf_file *f, const char *key, double *out) {
+    const g4_gguf_kv *kv = f ? g4_gguf_find_kv(f, key) : NULL;
     if (!kv) return false;
     switch (kv->type) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_UINT32: case GGUF_TYPE_UINT64:
@@ -74,7 +74,7 @@ static bool kv_number(const gguf_file *f, const char *key, double *out) {
     }
 }
 
-gemma4_sampling g4_sampling_from_gguf(const gguf_file *f) {
+gemma4_sampling g4_sampling_from_gguf(const g4_gguf_file *f) {
     gemma4_sampling s = {.temperature = 1.0f, .top_k = 64, .top_p = 0.95f, .min_p = 0.0f, .seed = 0};
     double v;
     if (kv_number(f, "general.sampling.temp", &v)) s.temperature = (float)v;

@@ -8,6 +8,6 @@
 /* Sampling defaults from the general.sampling.temp / top_k / top_p / min_p
  * keys of f (any numeric type; f may be NULL), each absent key falling back
  * to Gemma 4's recommendation (1.0, 64, 0.95, 0.0). seed is 0. */
-gemma4_sampling g4_sampling_from_gguf(const gguf_file *f);
+gemma4_sampling g4_sampling_from_gguf(const g4_gguf_file *f);
 
 #endif

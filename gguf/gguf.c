@@ -52,7 +52,7 @@
 #define MIN_KV_BYTES (8 + 1 + 4 + 1)
 #define MIN_TENSOR_INFO_BYTES (8 + 4 + 8 + 4 + 8)
 
-struct gguf_file {
+struct g4_gguf_file {
     char *path;
     const uint8_t *base; /* whole file (mapping or caller buffer) */
     uint64_t size;
@@ -61,17 +61,17 @@ struct gguf_file {
     uint64_t alignment;
     uint64_t data_offset;
     int64_t n_kv, n_tensors;
-    gguf_kv *kv;
-    gguf_tensor *tensors;
+    g4_gguf_kv *kv;
+    g4_gguf_tensor *tensors;
     /* sorted by name, for lookup by bsearch and for finding duplicates */
     const void **kv_by_name, **tensor_by_name;
 };
 
-/* Lookup by name works on gguf_kv and gguf_tensor alike because both start
+/* Lookup by name works on g4_gguf_kv and g4_gguf_tensor alike because both start
  * with their NUL-terminated name; a pointer to a struct is also a pointer to
  * its first member. */
-static_assert(offsetof(gguf_kv, key) == 0, "gguf_kv starts with its name");
-static_assert(offsetof(gguf_tensor, name) == 0, "gguf_tensor starts with its name");
+static_assert(offsetof(g4_gguf_kv, key) == 0, "g4_gguf_kv starts with its name");
+static_assert(offsetof(g4_gguf_tensor, name) == 0, "g4_gguf_tensor starts with its name");
 
 static const char *name_of(const void *item) { return *(const char *const *)item; }
 
@@ -151,7 +151,7 @@ static bool read_u64(reader *r, const char *what, uint64_t *v) {
     return true;
 }
 
-static bool read_str(reader *r, const char *what, gguf_str *s) {
+static bool read_str(reader *r, const char *what, g4_gguf_str *s) {
     uint64_t len;
     if (!read_u64(r, what, &len)) return false;
     if (len > MAX_STRING) return fail(r, "%s: string length %" PRIu64 " is over the cap %" PRIu64, what, len, MAX_STRING);
@@ -167,7 +167,7 @@ static bool read_str(reader *r, const char *what, gguf_str *s) {
 
 /* A name (key or tensor name) as a NUL-terminated copy; an embedded NUL would
  * make two different names compare equal. */
-static bool copy_name(reader *r, const char *what, gguf_str s, const char **out) {
+static bool copy_name(reader *r, const char *what, g4_gguf_str s, const char **out) {
     if (memchr(s.ptr, 0, s.len)) return fail(r, "%s contains a NUL byte", what);
     char *c = malloc(s.len + 1);
     if (!c) return fail(r, "out of memory");
@@ -177,7 +177,7 @@ static bool copy_name(reader *r, const char *what, gguf_str s, const char **out)
     return true;
 }
 
-size_t gguf_value_size(enum gguf_value_type t) {
+size_t g4_gguf_value_size(enum g4_gguf_value_type t) {
     switch (t) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
     case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
@@ -187,7 +187,7 @@ size_t gguf_value_size(enum gguf_value_type t) {
     }
 }
 
-const char *gguf_type_name(enum gguf_value_type t) {
+const char *g4_gguf_type_name(enum g4_gguf_value_type t) {
     static const char *const names[GGUF_TYPE_COUNT] = {
         "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64",
     };
@@ -201,9 +201,9 @@ static bool check_bools(reader *r, const char *what, const uint8_t *p, uint64_t 
     return true;
 }
 
-static bool read_scalar(reader *r, gguf_kv *kv, const char *what) {
+static bool read_scalar(reader *r, g4_gguf_kv *kv, const char *what) {
     const uint8_t *p;
-    if (!take(r, gguf_value_size(kv->type), what, &p)) return false;
+    if (!take(r, g4_gguf_value_size(kv->type), what, &p)) return false;
     switch (kv->type) {
     case GGUF_TYPE_UINT8: kv->val.u64 = p[0]; break;
     case GGUF_TYPE_INT8: kv->val.i64 = (int8_t)p[0]; break;
@@ -224,21 +224,21 @@ static bool read_scalar(reader *r, gguf_kv *kv, const char *what) {
     return true;
 }
 
-static bool read_array(reader *r, gguf_kv *kv, const char *what) {
+static bool read_array(reader *r, g4_gguf_kv *kv, const char *what) {
     uint32_t t;
     if (!read_u32(r, what, &t) || !read_u64(r, what, &kv->arr_n)) return false;
     if (t >= GGUF_TYPE_COUNT) return fail(r, "%s: unknown array element type %" PRIu32, what, t);
     if (t == GGUF_TYPE_ARRAY) return fail(r, "%s: nested arrays are not supported", what);
-    kv->arr_type = (enum gguf_value_type)t;
+    kv->arr_type = (enum g4_gguf_value_type)t;
     uint64_t n = kv->arr_n;
     /* Divide rather than multiply: n * element size may overflow. A string
      * element takes at least its 8-byte length. */
-    uint64_t esz = t == GGUF_TYPE_STRING ? 8 : gguf_value_size(kv->arr_type);
+    uint64_t esz = t == GGUF_TYPE_STRING ? 8 : g4_gguf_value_size(kv->arr_type);
     if (n > bytes_left(r) / esz)
         return fail(r, "%s: array of %" PRIu64 " %s needs more than the %" PRIu64 " bytes left in the file",
-                    what, n, gguf_type_name(kv->arr_type), bytes_left(r));
+                    what, n, g4_gguf_type_name(kv->arr_type), bytes_left(r));
     if (t == GGUF_TYPE_STRING) {
-        gguf_str *s = malloc(n ? n * sizeof *s : 1);
+        g4_gguf_str *s = malloc(n ? n * sizeof *s : 1);
         if (!s) return fail(r, "out of memory");
         kv->arr_data = s;
         for (uint64_t i = 0; i < n; i++)
@@ -256,10 +256,10 @@ static bool read_array(reader *r, gguf_kv *kv, const char *what) {
     return true;
 }
 
-static bool read_kv(reader *r, int64_t i, gguf_kv *kv) {
+static bool read_kv(reader *r, int64_t i, g4_gguf_kv *kv) {
     char what[192]; /* a hostile key may be long: the message keeps its start */
     snprintf(what, sizeof what, "key %" PRId64, i);
-    gguf_str key;
+    g4_gguf_str key;
     if (!read_str(r, what, &key)) return false;
     if (key.len == 0) return fail(r, "key %" PRId64 " is empty", i);
     if (!copy_name(r, what, key, &kv->key)) return false;
@@ -267,7 +267,7 @@ static bool read_kv(reader *r, int64_t i, gguf_kv *kv) {
     uint32_t t;
     if (!read_u32(r, what, &t)) return false;
     if (t >= GGUF_TYPE_COUNT) return fail(r, "%s: unknown value type %" PRIu32, what, t);
-    kv->type = (enum gguf_value_type)t;
+    kv->type = (enum g4_gguf_value_type)t;
     if (t == GGUF_TYPE_STRING) return read_str(r, what, &kv->val.str);
     if (t == GGUF_TYPE_ARRAY) return read_array(r, kv, what);
     return read_scalar(r, kv, what);
@@ -284,12 +284,12 @@ static bool index_names(reader *r, const void **index, const void *items, size_t
     return true;
 }
 
-static bool read_alignment(reader *r, gguf_file *f) {
+static bool read_alignment(reader *r, g4_gguf_file *f) {
     f->alignment = DEFAULT_ALIGNMENT;
-    const gguf_kv *kv = gguf_find_kv(f, "general.alignment");
+    const g4_gguf_kv *kv = g4_gguf_find_kv(f, "general.alignment");
     if (!kv) return true;
     if (kv->type != GGUF_TYPE_UINT32)
-        return fail(r, "key 'general.alignment' is %s, expected u32", gguf_type_name(kv->type));
+        return fail(r, "key 'general.alignment' is %s, expected u32", g4_gguf_type_name(kv->type));
     uint64_t a = kv->val.u64;
     if (a == 0 || (a & (a - 1))) return fail(r, "general.alignment %" PRIu64 " is not a power of two", a);
     if (a > MAX_ALIGNMENT) return fail(r, "general.alignment %" PRIu64 " is over the cap %" PRIu64, a, MAX_ALIGNMENT);
@@ -307,7 +307,7 @@ static bool pad_up(uint64_t x, uint64_t align, uint64_t *out) {
 
 /* Type, shape and byte size of one tensor (its placement is checked later,
  * once the data section is known). */
-static bool check_tensor_shape(reader *r, gguf_tensor *t) {
+static bool check_tensor_shape(reader *r, g4_gguf_tensor *t) {
     int64_t n = 1;
     for (uint32_t j = 0; j < t->n_dims; j++) {
         if (t->ne[j] <= 0) return fail(r, "tensor '%s': dimension %" PRIu32 " is %" PRId64 ", must be positive", t->name, j, t->ne[j]);
@@ -334,10 +334,10 @@ static bool check_tensor_shape(reader *r, gguf_tensor *t) {
     return true;
 }
 
-static bool read_tensor_info(reader *r, int64_t i, gguf_tensor *t) {
+static bool read_tensor_info(reader *r, int64_t i, g4_gguf_tensor *t) {
     char what[MAX_TENSOR_NAME + 16];
     snprintf(what, sizeof what, "tensor %" PRId64 " name", i);
-    gguf_str name;
+    g4_gguf_str name;
     if (!read_str(r, what, &name)) return false;
     if (name.len >= MAX_TENSOR_NAME)
         return fail(r, "tensor %" PRId64 ": name of %" PRIu64 " bytes is longer than %d", i, name.len, MAX_TENSOR_NAME - 1);
@@ -357,16 +357,16 @@ static bool read_tensor_info(reader *r, int64_t i, gguf_tensor *t) {
 }
 
 static int cmp_by_offset(const void *a, const void *b) {
-    const gguf_tensor *x = *(const gguf_tensor *const *)a, *y = *(const gguf_tensor *const *)b;
+    const g4_gguf_tensor *x = *(const g4_gguf_tensor *const *)a, *y = *(const g4_gguf_tensor *const *)b;
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
 /* Every tensor aligned, inside the data section including its padding, and
  * not overlapping the next one by offset. */
-static bool place_tensors(reader *r, gguf_file *f) {
+static bool place_tensors(reader *r, g4_gguf_file *f) {
     uint64_t data_size = f->size - f->data_offset;
     for (int64_t i = 0; i < f->n_tensors; i++) {
-        gguf_tensor *t = &f->tensors[i];
+        g4_gguf_tensor *t = &f->tensors[i];
         if (t->offset % f->alignment)
             return fail(r, "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
                         t->name, t->offset, f->alignment);
@@ -381,13 +381,13 @@ static bool place_tensors(reader *r, gguf_file *f) {
                         t->name, t->nbytes, padded, t->offset, data_size);
         t->data = f->base + f->data_offset + t->offset;
     }
-    const gguf_tensor **by_off = malloc((f->n_tensors ? (size_t)f->n_tensors : 1) * sizeof *by_off);
+    const g4_gguf_tensor **by_off = malloc((f->n_tensors ? (size_t)f->n_tensors : 1) * sizeof *by_off);
     if (!by_off) return fail(r, "out of memory");
     for (int64_t i = 0; i < f->n_tensors; i++) by_off[i] = &f->tensors[i];
     qsort(by_off, (size_t)f->n_tensors, sizeof *by_off, cmp_by_offset);
     bool ok = true;
     for (int64_t i = 1; i < f->n_tensors && ok; i++) {
-        const gguf_tensor *a = by_off[i - 1], *b = by_off[i];
+        const g4_gguf_tensor *a = by_off[i - 1], *b = by_off[i];
         if (b->offset - a->offset < a->nbytes)
             ok = fail(r, "tensor '%s' at offset %" PRIu64 " overlaps tensor '%s' (offset %" PRIu64 ", %" PRIu64 " bytes)",
                       b->name, b->offset, a->name, a->offset, a->nbytes);
@@ -396,7 +396,7 @@ static bool place_tensors(reader *r, gguf_file *f) {
     return ok;
 }
 
-static bool read_header(reader *r, gguf_file *f) {
+static bool read_header(reader *r, g4_gguf_file *f) {
     const uint8_t *magic;
     if (!take(r, 4, "magic", &magic)) return false;
     if (memcmp(magic, "GGUF", 4))
@@ -418,7 +418,7 @@ static bool read_header(reader *r, gguf_file *f) {
     return true;
 }
 
-static bool parse(reader *r, gguf_file *f) {
+static bool parse(reader *r, g4_gguf_file *f) {
     if (!read_header(r, f)) return false;
     f->kv = calloc((size_t)f->n_kv + 1, sizeof *f->kv);
     f->tensors = calloc((size_t)f->n_tensors + 1, sizeof *f->tensors);
@@ -442,7 +442,7 @@ static bool parse(reader *r, gguf_file *f) {
     return place_tensors(r, f);
 }
 
-void gguf_close(gguf_file *f) {
+void g4_gguf_close(g4_gguf_file *f) {
     if (!f) return;
     for (int64_t i = 0; f->kv && i < f->n_kv; i++) {
         free((void *)f->kv[i].key);
@@ -459,8 +459,8 @@ void gguf_close(gguf_file *f) {
 }
 
 /* Takes ownership of the mapping when `mapped` (released on failure too). */
-static gguf_file *open_bytes(const uint8_t *buf, uint64_t size, bool mapped, const char *path, char *err) {
-    gguf_file *f = calloc(1, sizeof *f);
+static g4_gguf_file *open_bytes(const uint8_t *buf, uint64_t size, bool mapped, const char *path, char *err) {
+    g4_gguf_file *f = calloc(1, sizeof *f);
     char *p = strdup(path);
     if (!f || !p) {
         if (mapped) munmap((void *)buf, size);
@@ -475,17 +475,17 @@ static gguf_file *open_bytes(const uint8_t *buf, uint64_t size, bool mapped, con
     f->mapped = mapped;
     reader r = {buf, size, 0, path, err};
     if (!parse(&r, f)) {
-        gguf_close(f);
+        g4_gguf_close(f);
         return NULL;
     }
     return f;
 }
 
-gguf_file *gguf_open_memory(const void *buf, size_t size, const char *name, char *err) {
+g4_gguf_file *g4_gguf_open_memory(const void *buf, size_t size, const char *name, char *err) {
     return open_bytes(buf, size, false, name ? name : "<memory>", err);
 }
 
-gguf_file *gguf_open(const char *path, char *err) {
+g4_gguf_file *g4_gguf_open(const char *path, char *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         set_err(err, path, "cannot open: %s", strerror(errno));
@@ -512,17 +512,17 @@ gguf_file *gguf_open(const char *path, char *err) {
     return open_bytes(buf, size, size > 0, path, err);
 }
 
-const char *gguf_path(const gguf_file *f) { return f->path; }
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-uint64_t gguf_alignment(const gguf_file *f) { return f->alignment; }
-uint64_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
-uint64_t gguf_file_size(const gguf_file *f) { return f->size; }
+const char *g4_gguf_path(const g4_gguf_file *f) { return f->path; }
+uint32_t g4_gguf_version(const g4_gguf_file *f) { return f->version; }
+uint64_t g4_gguf_alignment(const g4_gguf_file *f) { return f->alignment; }
+uint64_t g4_gguf_data_offset(const g4_gguf_file *f) { return f->data_offset; }
+uint64_t g4_gguf_file_size(const g4_gguf_file *f) { return f->size; }
 
-int64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
-const gguf_kv *gguf_kv_at(const gguf_file *f, int64_t i) { return i >= 0 && i < f->n_kv ? &f->kv[i] : NULL; }
+int64_t g4_gguf_n_kv(const g4_gguf_file *f) { return f->n_kv; }
+const g4_gguf_kv *g4_gguf_kv_at(const g4_gguf_file *f, int64_t i) { return i >= 0 && i < f->n_kv ? &f->kv[i] : NULL; }
 
-int64_t gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i) {
+int64_t g4_gguf_n_tensors(const g4_gguf_file *f) { return f->n_tensors; }
+const g4_gguf_tensor *g4_gguf_tensor_at(const g4_gguf_file *f, int64_t i) {
     return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL;
 }
 
@@ -532,63 +532,63 @@ static const void *find_by_name(const void **index, int64_t n, const char *name)
     return hit ? *hit : NULL;
 }
 
-const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) { return find_by_name(f->kv_by_name, f->n_kv, key); }
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+const g4_gguf_kv *g4_gguf_find_kv(const g4_gguf_file *f, const char *key) { return find_by_name(f->kv_by_name, f->n_kv, key); }
+const g4_gguf_tensor *g4_gguf_find_tensor(const g4_gguf_file *f, const char *name) {
     return find_by_name(f->tensor_by_name, f->n_tensors, name);
 }
 
 /* The key if present with exactly the wanted type; *rc says why not. */
-static const gguf_kv *typed_kv(const gguf_file *f, const char *key, enum gguf_value_type want, char *err, int *rc) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+static const g4_gguf_kv *typed_kv(const g4_gguf_file *f, const char *key, enum g4_gguf_value_type want, char *err, int *rc) {
+    const g4_gguf_kv *kv = g4_gguf_find_kv(f, key);
     *rc = !kv ? GGUF_ENOKEY : kv->type != want ? GGUF_ETYPE : GGUF_OK;
     if (*rc == GGUF_ETYPE)
-        set_err(err, f->path, "key '%s' is %s, expected %s", key, gguf_type_name(kv->type), gguf_type_name(want));
+        set_err(err, f->path, "key '%s' is %s, expected %s", key, g4_gguf_type_name(kv->type), g4_gguf_type_name(want));
     return *rc == GGUF_OK ? kv : NULL;
 }
 
-int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out, char *err) {
+int g4_gguf_get_u32(const g4_gguf_file *f, const char *key, uint32_t *out, char *err) {
     int rc;
-    const gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_UINT32, err, &rc);
+    const g4_gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_UINT32, err, &rc);
     if (kv) *out = (uint32_t)kv->val.u64;
     return rc;
 }
 
-int gguf_get_i32(const gguf_file *f, const char *key, int32_t *out, char *err) {
+int g4_gguf_get_i32(const g4_gguf_file *f, const char *key, int32_t *out, char *err) {
     int rc;
-    const gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_INT32, err, &rc);
+    const g4_gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_INT32, err, &rc);
     if (kv) *out = (int32_t)kv->val.i64;
     return rc;
 }
 
-int gguf_get_f32(const gguf_file *f, const char *key, float *out, char *err) {
+int g4_gguf_get_f32(const g4_gguf_file *f, const char *key, float *out, char *err) {
     int rc;
-    const gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_FLOAT32, err, &rc);
+    const g4_gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_FLOAT32, err, &rc);
     if (kv) *out = (float)kv->val.f64;
     return rc;
 }
 
-int gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err) {
+int g4_gguf_get_bool(const g4_gguf_file *f, const char *key, bool *out, char *err) {
     int rc;
-    const gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_BOOL, err, &rc);
+    const g4_gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_BOOL, err, &rc);
     if (kv) *out = kv->val.b;
     return rc;
 }
 
-int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out, char *err) {
+int g4_gguf_get_str(const g4_gguf_file *f, const char *key, g4_gguf_str *out, char *err) {
     int rc;
-    const gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_STRING, err, &rc);
+    const g4_gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_STRING, err, &rc);
     if (kv) *out = kv->val.str;
     return rc;
 }
 
-int gguf_get_arr(const gguf_file *f, const char *key, enum gguf_value_type elem, const void **data, uint64_t *n,
+int g4_gguf_get_arr(const g4_gguf_file *f, const char *key, enum g4_gguf_value_type elem, const void **data, uint64_t *n,
                  char *err) {
     int rc;
-    const gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_ARRAY, err, &rc);
+    const g4_gguf_kv *kv = typed_kv(f, key, GGUF_TYPE_ARRAY, err, &rc);
     if (!kv) return rc;
     if (kv->arr_type != elem) {
-        set_err(err, f->path, "key '%s' is an array of %s, expected an array of %s", key, gguf_type_name(kv->arr_type),
-                gguf_type_name(elem));
+        set_err(err, f->path, "key '%s' is an array of %s, expected an array of %s", key, g4_gguf_type_name(kv->arr_type),
+                g4_gguf_type_name(elem));
         return GGUF_ETYPE;
     }
     *data = kv->arr_data;

@@ -23,7 +23,7 @@
 #define G4_ERR_LEN 512
 #define GGUF_MAX_DIMS 4
 
-enum gguf_value_type {
+enum g4_gguf_value_type {
     GGUF_TYPE_UINT8 = 0,
     GGUF_TYPE_INT8 = 1,
     GGUF_TYPE_UINT16 = 2,
@@ -41,31 +41,31 @@ enum gguf_value_type {
 };
 
 /* A string inside the mapping: not NUL-terminated. */
-typedef struct gguf_str {
+typedef struct g4_gguf_str {
     const char *ptr;
     uint64_t len;
-} gguf_str;
+} g4_gguf_str;
 
-typedef struct gguf_kv {
+typedef struct g4_gguf_kv {
     const char *key;           /* NUL-terminated copy */
-    enum gguf_value_type type;
+    enum g4_gguf_value_type type;
     union {                    /* scalars, widened */
         uint64_t u64;
         int64_t i64;
         double f64;
         bool b;
-        gguf_str str;
+        g4_gguf_str str;
     } val;
     /* arrays: element type, count, and the elements (in the mapping; for
      * strings, an index built at load time) */
-    enum gguf_value_type arr_type;
+    enum g4_gguf_value_type arr_type;
     uint64_t arr_n;
     const void *arr_data;      /* elements, aligned for their type (numeric
                                   arrays are copied out of the mapping), or
-                                  gguf_str[] for strings */
-} gguf_kv;
+                                  g4_gguf_str[] for strings */
+} g4_gguf_kv;
 
-typedef struct gguf_tensor {
+typedef struct g4_gguf_tensor {
     const char *name;          /* NUL-terminated copy */
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* ggml order, ne[0] contiguous; unused dims 1 */
@@ -73,51 +73,51 @@ typedef struct gguf_tensor {
     uint64_t offset;           /* from the start of the data section */
     uint64_t nbytes;
     const void *data;          /* into the mapping */
-} gguf_tensor;
+} g4_gguf_tensor;
 
-typedef struct gguf_file gguf_file;
+typedef struct g4_gguf_file g4_gguf_file;
 
 /* Writes "PATH: message" (just the message when path is NULL) to err, a
  * G4_ERR_LEN buffer, and returns -1: the one error convention of the project. */
 int g4_error(char *err, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int g4_verror(char *err, const char *path, const char *fmt, va_list ap);
 
-gguf_file *gguf_open(const char *path, char *err);
+g4_gguf_file *g4_gguf_open(const char *path, char *err);
 /* Parse a buffer the caller owns (kept alive while the result is used);
  * name is used in error messages. For fuzzing and tests. */
-gguf_file *gguf_open_memory(const void *buf, size_t size, const char *name, char *err);
-void gguf_close(gguf_file *f);
+g4_gguf_file *g4_gguf_open_memory(const void *buf, size_t size, const char *name, char *err);
+void g4_gguf_close(g4_gguf_file *f);
 
-const char *gguf_path(const gguf_file *f);
-uint32_t gguf_version(const gguf_file *f);
-uint64_t gguf_alignment(const gguf_file *f);
-uint64_t gguf_data_offset(const gguf_file *f); /* file offset of the data section */
-uint64_t gguf_file_size(const gguf_file *f);
+const char *g4_gguf_path(const g4_gguf_file *f);
+uint32_t g4_gguf_version(const g4_gguf_file *f);
+uint64_t g4_gguf_alignment(const g4_gguf_file *f);
+uint64_t g4_gguf_data_offset(const g4_gguf_file *f); /* file offset of the data section */
+uint64_t g4_gguf_file_size(const g4_gguf_file *f);
 
-int64_t gguf_n_kv(const gguf_file *f);
-const gguf_kv *gguf_kv_at(const gguf_file *f, int64_t i);
-const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key); /* NULL if absent */
+int64_t g4_gguf_n_kv(const g4_gguf_file *f);
+const g4_gguf_kv *g4_gguf_kv_at(const g4_gguf_file *f, int64_t i);
+const g4_gguf_kv *g4_gguf_find_kv(const g4_gguf_file *f, const char *key); /* NULL if absent */
 
-int64_t gguf_n_tensors(const gguf_file *f);
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i);
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
+int64_t g4_gguf_n_tensors(const g4_gguf_file *f);
+const g4_gguf_tensor *g4_gguf_tensor_at(const g4_gguf_file *f, int64_t i);
+const g4_gguf_tensor *g4_gguf_find_tensor(const g4_gguf_file *f, const char *name);
 
-const char *gguf_type_name(enum gguf_value_type t); /* "u32", "string", ... */
+const char *g4_gguf_type_name(enum g4_gguf_value_type t); /* "u32", "string", ... */
 /* Bytes of one scalar of type t in a file; 0 for string and array. */
-size_t gguf_value_size(enum gguf_value_type t);
+size_t g4_gguf_value_size(enum g4_gguf_value_type t);
 
 /* Typed getters. Return GGUF_OK, GGUF_ENOKEY (err untouched) or GGUF_ETYPE
  * (err: "PATH: key 'K' is i32, expected u32"). No reinterpretation between
  * types: asking for u32 of an i32 key is an error. */
 enum { GGUF_OK = 0, GGUF_ENOKEY = 1, GGUF_ETYPE = 2 };
-int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out, char *err);
-int gguf_get_i32(const gguf_file *f, const char *key, int32_t *out, char *err);
-int gguf_get_f32(const gguf_file *f, const char *key, float *out, char *err);
-int gguf_get_bool(const gguf_file *f, const char *key, bool *out, char *err);
-int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out, char *err);
+int g4_gguf_get_u32(const g4_gguf_file *f, const char *key, uint32_t *out, char *err);
+int g4_gguf_get_i32(const g4_gguf_file *f, const char *key, int32_t *out, char *err);
+int g4_gguf_get_f32(const g4_gguf_file *f, const char *key, float *out, char *err);
+int g4_gguf_get_bool(const g4_gguf_file *f, const char *key, bool *out, char *err);
+int g4_gguf_get_str(const g4_gguf_file *f, const char *key, g4_gguf_str *out, char *err);
 /* Arrays: elem must match the stored element type. *data points at n packed
- * elements (for GGUF_TYPE_STRING: n gguf_str). */
-int gguf_get_arr(const gguf_file *f, const char *key, enum gguf_value_type elem,
+ * elements (for GGUF_TYPE_STRING: n g4_gguf_str). */
+int g4_gguf_get_arr(const g4_gguf_file *f, const char *key, enum g4_gguf_value_type elem,
                  const void **data, uint64_t *n, char *err);
 
 #endif

@@ -25,7 +25,7 @@ typedef struct {
     uint64_t offset, nbytes;
 } tensor_info;
 
-struct gguf_writer {
+struct g4_gguf_writer {
     char *path;
     char *tmp_path;     /* written here, renamed to path when finished */
     uint32_t alignment;
@@ -41,7 +41,7 @@ struct gguf_writer {
     uint64_t cur_done;  /* its bytes written so far */
 };
 
-static int fail(gguf_writer *w, char *err, const char *fmt, ...) {
+static int fail(g4_gguf_writer *w, char *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     g4_verror(err, w->path, fmt, ap);
@@ -50,7 +50,7 @@ static int fail(gguf_writer *w, char *err, const char *fmt, ...) {
 }
 
 /* Once the file exists, any failure leaves it unusable. */
-static int fail_io(gguf_writer *w, char *err, const char *what) {
+static int fail_io(g4_gguf_writer *w, char *err, const char *what) {
     w->failed = true;
     return fail(w, err, "%s: %s", what, errno ? strerror(errno) : "write error");
 }
@@ -85,8 +85,8 @@ static bool put_str(bytes *b, const char *s) {
 }
 
 /* One element from its C representation (native layout) to little-endian. */
-static bool put_scalar(bytes *b, enum gguf_value_type t, const void *val) {
-    size_t n = gguf_value_size(t);
+static bool put_scalar(bytes *b, enum g4_gguf_value_type t, const void *val) {
+    size_t n = g4_gguf_value_size(t);
     if (t == GGUF_TYPE_BOOL) {
         bool v;
         memcpy(&v, val, sizeof v);
@@ -102,17 +102,17 @@ static bool put_scalar(bytes *b, enum gguf_value_type t, const void *val) {
     return put_le(b, bits, n);
 }
 
-static size_t c_size(enum gguf_value_type t) { return t == GGUF_TYPE_BOOL ? sizeof(bool) : gguf_value_size(t); }
+static size_t c_size(enum g4_gguf_value_type t) { return t == GGUF_TYPE_BOOL ? sizeof(bool) : g4_gguf_value_size(t); }
 
 /* ---- metadata ---- */
 
-gguf_writer *gguf_writer_new(const char *path, uint32_t alignment, char *err) {
+g4_gguf_writer *g4_gguf_writer_new(const char *path, uint32_t alignment, char *err) {
     if (alignment == 0) alignment = GGUF_DEFAULT_ALIGNMENT;
     if (alignment & (alignment - 1)) {
         snprintf(err, G4_ERR_LEN, "%s: alignment %" PRIu32 " is not a power of two", path, alignment);
         return NULL;
     }
-    gguf_writer *w = calloc(1, sizeof *w);
+    g4_gguf_writer *w = calloc(1, sizeof *w);
     if (w) {
         w->path = strdup(path);
         w->tmp_path = malloc(strlen(path) + 32);
@@ -124,14 +124,14 @@ gguf_writer *gguf_writer_new(const char *path, uint32_t alignment, char *err) {
         return NULL;
     }
     w->alignment = alignment;
-    if (alignment != GGUF_DEFAULT_ALIGNMENT && gguf_writer_set_u32(w, "general.alignment", alignment, err)) {
-        gguf_writer_free(w);
+    if (alignment != GGUF_DEFAULT_ALIGNMENT && g4_gguf_writer_set_u32(w, "general.alignment", alignment, err)) {
+        g4_gguf_writer_free(w);
         return NULL;
     }
     return w;
 }
 
-void gguf_writer_free(gguf_writer *w) {
+void g4_gguf_writer_free(g4_gguf_writer *w) {
     if (!w) return;
     if (w->fp) fclose(w->fp);
     if (w->begun && !w->finished) unlink(w->tmp_path);
@@ -145,7 +145,7 @@ void gguf_writer_free(gguf_writer *w) {
 }
 
 /* Checks and records the key, and serializes it with its type tag. */
-static int begin_kv(gguf_writer *w, const char *key, enum gguf_value_type type, char *err) {
+static int begin_kv(g4_gguf_writer *w, const char *key, enum g4_gguf_value_type type, char *err) {
     if (w->begun) return fail(w, err, "key '%s' set after the header was written", key);
     if (!key || !*key) return fail(w, err, "empty metadata key");
     for (int64_t i = 0; i < w->n_kv; i++)
@@ -165,33 +165,33 @@ static int begin_kv(gguf_writer *w, const char *key, enum gguf_value_type type, 
     return 0;
 }
 
-int gguf_writer_set(gguf_writer *w, const char *key, enum gguf_value_type type, const void *val, char *err) {
-    if (type != GGUF_TYPE_STRING && !gguf_value_size(type))
+int g4_gguf_writer_set(g4_gguf_writer *w, const char *key, enum g4_gguf_value_type type, const void *val, char *err) {
+    if (type != GGUF_TYPE_STRING && !g4_gguf_value_size(type))
         return fail(w, err, "key '%s': %d is not a scalar type", key, (int)type);
     if (begin_kv(w, key, type, err)) return -1;
     bool ok = type == GGUF_TYPE_STRING ? put_str(&w->kv, val) : put_scalar(&w->kv, type, val);
     return ok ? 0 : fail(w, err, "out of memory");
 }
 
-int gguf_writer_set_u32(gguf_writer *w, const char *key, uint32_t v, char *err) {
-    return gguf_writer_set(w, key, GGUF_TYPE_UINT32, &v, err);
+int g4_gguf_writer_set_u32(g4_gguf_writer *w, const char *key, uint32_t v, char *err) {
+    return g4_gguf_writer_set(w, key, GGUF_TYPE_UINT32, &v, err);
 }
-int gguf_writer_set_i32(gguf_writer *w, const char *key, int32_t v, char *err) {
-    return gguf_writer_set(w, key, GGUF_TYPE_INT32, &v, err);
+int g4_gguf_writer_set_i32(g4_gguf_writer *w, const char *key, int32_t v, char *err) {
+    return g4_gguf_writer_set(w, key, GGUF_TYPE_INT32, &v, err);
 }
-int gguf_writer_set_f32(gguf_writer *w, const char *key, float v, char *err) {
-    return gguf_writer_set(w, key, GGUF_TYPE_FLOAT32, &v, err);
+int g4_gguf_writer_set_f32(g4_gguf_writer *w, const char *key, float v, char *err) {
+    return g4_gguf_writer_set(w, key, GGUF_TYPE_FLOAT32, &v, err);
 }
-int gguf_writer_set_bool(gguf_writer *w, const char *key, bool v, char *err) {
-    return gguf_writer_set(w, key, GGUF_TYPE_BOOL, &v, err);
+int g4_gguf_writer_set_bool(g4_gguf_writer *w, const char *key, bool v, char *err) {
+    return g4_gguf_writer_set(w, key, GGUF_TYPE_BOOL, &v, err);
 }
-int gguf_writer_set_str(gguf_writer *w, const char *key, const char *s, char *err) {
-    return gguf_writer_set(w, key, GGUF_TYPE_STRING, s, err);
+int g4_gguf_writer_set_str(g4_gguf_writer *w, const char *key, const char *s, char *err) {
+    return g4_gguf_writer_set(w, key, GGUF_TYPE_STRING, s, err);
 }
 
-int gguf_writer_set_arr(gguf_writer *w, const char *key, enum gguf_value_type elem, const void *data,
+int g4_gguf_writer_set_arr(g4_gguf_writer *w, const char *key, enum g4_gguf_value_type elem, const void *data,
                         uint64_t n, char *err) {
-    if (elem != GGUF_TYPE_STRING && !gguf_value_size(elem))
+    if (elem != GGUF_TYPE_STRING && !g4_gguf_value_size(elem))
         return fail(w, err, "key '%s': arrays of type %d are not supported", key, (int)elem);
     if (begin_kv(w, key, GGUF_TYPE_ARRAY, err)) return -1;
     bool ok = put_le(&w->kv, (uint64_t)elem, 4) && put_le(&w->kv, n, 8);
@@ -203,7 +203,7 @@ int gguf_writer_set_arr(gguf_writer *w, const char *key, enum gguf_value_type el
 
 /* ---- tensors ---- */
 
-int gguf_writer_add_tensor(gguf_writer *w, const char *name, enum g4_type type, uint32_t n_dims,
+int g4_gguf_writer_add_tensor(g4_gguf_writer *w, const char *name, enum g4_type type, uint32_t n_dims,
                            const int64_t *ne, char *err) {
     if (w->begun) return fail(w, err, "tensor '%s' added after the header was written", name);
     size_t len = name ? strlen(name) : 0;
@@ -246,14 +246,14 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, enum g4_type type, 
     return 0;
 }
 
-int64_t gguf_writer_n_tensors(const gguf_writer *w) { return w->n_tensors; }
+int64_t g4_gguf_writer_n_tensors(const g4_gguf_writer *w) { return w->n_tensors; }
 
-uint64_t gguf_writer_tensor_nbytes(const gguf_writer *w, int64_t i) {
+uint64_t g4_gguf_writer_tensor_nbytes(const g4_gguf_writer *w, int64_t i) {
     return i >= 0 && i < w->n_tensors ? w->tensors[i].nbytes : 0;
 }
 
 /* The header (magic .. tensor infos) plus padding, serialized into b. */
-static bool build_header(const gguf_writer *w, bytes *b) {
+static bool build_header(const g4_gguf_writer *w, bytes *b) {
     bool ok = put(b, "GGUF", 4) && put_le(b, GGUF_VERSION, 4) && put_le(b, (uint64_t)w->n_tensors, 8) &&
               put_le(b, (uint64_t)w->n_kv, 8) && put(b, w->kv.p, w->kv.len);
     for (int64_t i = 0; ok && i < w->n_tensors; i++) {
@@ -274,13 +274,13 @@ static bool build_header(const gguf_writer *w, bytes *b) {
 
 /* ---- data ---- */
 
-static int write_bytes(gguf_writer *w, const void *p, size_t n, char *err) {
+static int write_bytes(g4_gguf_writer *w, const void *p, size_t n, char *err) {
     errno = 0;
     if (n && fwrite(p, 1, n, w->fp) != n) return fail_io(w, err, "write failed");
     return 0;
 }
 
-static int write_zeros(gguf_writer *w, uint64_t n, char *err) {
+static int write_zeros(g4_gguf_writer *w, uint64_t n, char *err) {
     static const uint8_t zeros[256];
     while (n) {
         size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
@@ -292,7 +292,7 @@ static int write_zeros(gguf_writer *w, uint64_t n, char *err) {
 
 /* Moves past tensors that are complete, writing the padding after each (the
  * last one too, as ggml does, so the file size is a multiple of the alignment). */
-static int advance(gguf_writer *w, char *err) {
+static int advance(g4_gguf_writer *w, char *err) {
     while (w->cur < w->n_tensors && w->cur_done == w->tensors[w->cur].nbytes) {
         const tensor_info *t = &w->tensors[w->cur];
         if (write_zeros(w, align_up(t->offset + t->nbytes, w->alignment) - t->offset - t->nbytes, err)) return -1;
@@ -302,7 +302,7 @@ static int advance(gguf_writer *w, char *err) {
     return 0;
 }
 
-int gguf_writer_begin(gguf_writer *w, char *err) {
+int g4_gguf_writer_begin(g4_gguf_writer *w, char *err) {
     if (w->begun) return fail(w, err, "header written twice");
     bytes head = {0};
     if (!build_header(w, &head)) {
@@ -325,7 +325,7 @@ int gguf_writer_begin(gguf_writer *w, char *err) {
     return rc ? rc : advance(w, err);
 }
 
-int gguf_writer_write(gguf_writer *w, const void *data, size_t n, char *err) {
+int g4_gguf_writer_write(g4_gguf_writer *w, const void *data, size_t n, char *err) {
     if (!w->begun || w->finished) return fail(w, err, "tensor data written outside begin/finish");
     if (w->failed) return fail(w, err, "write after an earlier error");
     const uint8_t *p = data;
@@ -345,7 +345,7 @@ int gguf_writer_write(gguf_writer *w, const void *data, size_t n, char *err) {
     return 0;
 }
 
-int gguf_writer_finish(gguf_writer *w, char *err) {
+int g4_gguf_writer_finish(g4_gguf_writer *w, char *err) {
     if (!w->begun || w->finished || w->failed) return fail(w, err, "finish without a complete header");
     if (w->cur < w->n_tensors) {
         w->failed = true;

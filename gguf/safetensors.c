@@ -27,7 +27,7 @@ typedef struct mapped_file {
 struct safetensors {
     mapped_file *files;
     int n_files;
-    safetensors_tensor *tensors;
+    g4_safetensors_tensor *tensors;
     int64_t n_tensors, cap_tensors;
 };
 
@@ -51,7 +51,7 @@ static const struct {
 };
 
 static int cmp_by_name(const void *a, const void *b) {
-    return strcmp(((const safetensors_tensor *)a)->name, ((const safetensors_tensor *)b)->name);
+    return strcmp(((const g4_safetensors_tensor *)a)->name, ((const g4_safetensors_tensor *)b)->name);
 }
 
 /* One header entry -> a tensor view, checked against the data section. */
@@ -76,14 +76,14 @@ static int parse_entry(safetensors *st, const mapped_file *f, const char *name, 
     }
     if (st->n_tensors == st->cap_tensors) {
         int64_t cap = st->cap_tensors ? 2 * st->cap_tensors : 64;
-        safetensors_tensor *t = realloc(st->tensors, (size_t)cap * sizeof *t);
+        g4_safetensors_tensor *t = realloc(st->tensors, (size_t)cap * sizeof *t);
         if (!t) {
             set_err(err, f->path, "out of memory");
             return -1;
         }
         st->tensors = t, st->cap_tensors = cap;
     }
-    safetensors_tensor *t = &st->tensors[st->n_tensors];
+    g4_safetensors_tensor *t = &st->tensors[st->n_tensors];
     memset(t, 0, sizeof *t);
     snprintf(t->dtype, sizeof t->dtype, "%s", dtypes[di].name);
     t->type = dtypes[di].type;
@@ -134,7 +134,7 @@ static int parse_entry(safetensors *st, const mapped_file *f, const char *name, 
 
 typedef struct span {
     const uint8_t *begin;
-    const safetensors_tensor *t;
+    const g4_safetensors_tensor *t;
 } span;
 
 static int cmp_by_begin(const void *a, const void *b) {
@@ -154,7 +154,7 @@ static int check_overlap(const safetensors *st, int64_t first, const mapped_file
     if (n) qsort(idx, (size_t)n, sizeof *idx, cmp_by_begin);
     int rc = 0;
     for (int64_t i = 1; i < n && !rc; i++) {
-        const safetensors_tensor *a = idx[i - 1].t, *b = idx[i].t;
+        const g4_safetensors_tensor *a = idx[i - 1].t, *b = idx[i].t;
         if ((const uint8_t *)a->data + a->nbytes > (const uint8_t *)b->data) {
             set_err(err, f->path, "tensors '%s' and '%s' overlap", a->name, b->name);
             rc = -1;
@@ -282,7 +282,7 @@ static int open_sharded(safetensors *st, const char *dir, const char *index_path
     }
     if (!rc) rc = finish(st, index_path, err);
     for (size_t i = 0; map && i < map->len && !rc; i++) {
-        const safetensors_tensor *t = safetensors_find(st, map->keys[i].str);
+        const g4_safetensors_tensor *t = g4_safetensors_find(st, map->keys[i].str);
         snprintf(path, sizeof path, "%s/%s", dir, map->items[i].str);
         if (!t || strcmp(t->file, path)) {
             set_err(err, index_path, "tensor '%s' is not in %s", map->keys[i].str, map->items[i].str);
@@ -293,7 +293,7 @@ static int open_sharded(safetensors *st, const char *dir, const char *index_path
     return rc;
 }
 
-safetensors *safetensors_open(const char *path, char *err) {
+safetensors *g4_safetensors_open(const char *path, char *err) {
     safetensors *st = calloc(1, sizeof *st);
     if (!st) {
         set_err(err, path, "out of memory");
@@ -316,13 +316,13 @@ safetensors *safetensors_open(const char *path, char *err) {
         rc = !f || map_file(f, err) || parse_file(st, f, err) || finish(st, path, err) ? -1 : 0;
     }
     if (rc) {
-        safetensors_close(st);
+        g4_safetensors_close(st);
         return NULL;
     }
     return st;
 }
 
-safetensors *safetensors_open_memory(const void *buf, size_t size, const char *name, char *err) {
+safetensors *g4_safetensors_open_memory(const void *buf, size_t size, const char *name, char *err) {
     safetensors *st = calloc(1, sizeof *st);
     mapped_file *f = st ? add_file(st, name, err) : NULL;
     if (f) {
@@ -331,13 +331,13 @@ safetensors *safetensors_open_memory(const void *buf, size_t size, const char *n
     }
     if (!f || parse_file(st, f, err) || finish(st, name, err)) {
         if (!st) set_err(err, name, "out of memory");
-        safetensors_close(st);
+        g4_safetensors_close(st);
         return NULL;
     }
     return st;
 }
 
-void safetensors_close(safetensors *st) {
+void g4_safetensors_close(safetensors *st) {
     if (!st) return;
     for (int64_t i = 0; i < st->n_tensors; i++) free((char *)st->tensors[i].name);
     for (int i = 0; i < st->n_files; i++) {
@@ -349,19 +349,19 @@ void safetensors_close(safetensors *st) {
     free(st);
 }
 
-int64_t safetensors_n_tensors(const safetensors *st) { return st->n_tensors; }
+int64_t g4_safetensors_n_tensors(const safetensors *st) { return st->n_tensors; }
 
-const safetensors_tensor *safetensors_tensor_at(const safetensors *st, int64_t i) {
+const g4_safetensors_tensor *g4_safetensors_tensor_at(const safetensors *st, int64_t i) {
     return i >= 0 && i < st->n_tensors ? &st->tensors[i] : NULL;
 }
 
-const safetensors_tensor *safetensors_find(const safetensors *st, const char *name) {
-    safetensors_tensor key = {.name = name};
+const g4_safetensors_tensor *g4_safetensors_find(const safetensors *st, const char *name) {
+    g4_safetensors_tensor key = {.name = name};
     if (!st->n_tensors) return NULL;
     return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof key, cmp_by_name);
 }
 
-void safetensors_read_f32(const safetensors_tensor *t, int64_t first, int64_t n, float *dst) {
+void g4_safetensors_read_f32(const g4_safetensors_tensor *t, int64_t first, int64_t n, float *dst) {
     const uint8_t *p = t->data;
     for (int64_t i = 0; i < n; i++) {
         if (t->type == G4_TYPE_F32) {

@@ -9,7 +9,7 @@
  * SAFETENSORS_MAX_DIMS non-negative sizes without overflow; end - begin equal
  * to the element count times the dtype size; every tensor inside the data;
  * no two tensors overlapping. So data[0, nbytes) may be read without further
- * checks (unaligned: read it with memcpy, or with safetensors_read_f32).
+ * checks (unaligned: read it with memcpy, or with g4_safetensors_read_f32).
  *
  * Errors: one line, "PATH: what is wrong", in a G4_ERR_LEN buffer.
  */
@@ -25,10 +25,10 @@
 #define SAFETENSORS_MAX_DIMS 8
 #define SAFETENSORS_MAX_HEADER (100u << 20) /* the format's own limit */
 
-typedef struct safetensors_tensor {
+typedef struct g4_safetensors_tensor {
     const char *name;
     char dtype[8];        /* as written: "BF16", "F32", "I64", ... */
-    bool is_float;        /* F32, F16 or BF16: readable with safetensors_read_f32 */
+    bool is_float;        /* F32, F16 or BF16: readable with g4_safetensors_read_f32 */
     enum g4_type type;    /* G4_TYPE_F32/F16/BF16 when is_float */
     uint32_t n_dims;
     int64_t shape[SAFETENSORS_MAX_DIMS]; /* as stored: shape[0] is the slowest axis */
@@ -36,25 +36,25 @@ typedef struct safetensors_tensor {
     uint64_t nbytes;
     const void *data;     /* into the mapping, any alignment */
     const char *file;     /* the file holding it */
-} safetensors_tensor;
+} g4_safetensors_tensor;
 
 typedef struct safetensors safetensors;
 
 /* path: a .safetensors file, or a directory with model.safetensors.index.json
  * (sharded: every file its weight_map names, each tensor in the shard the map
  * says) or a single model.safetensors. */
-safetensors *safetensors_open(const char *path, char *err);
+safetensors *g4_safetensors_open(const char *path, char *err);
 /* One file's bytes owned by the caller (kept alive while in use); name is
  * used in messages. For tests and fuzzing. */
-safetensors *safetensors_open_memory(const void *buf, size_t size, const char *name, char *err);
-void safetensors_close(safetensors *st);
+safetensors *g4_safetensors_open_memory(const void *buf, size_t size, const char *name, char *err);
+void g4_safetensors_close(safetensors *st);
 
-int64_t safetensors_n_tensors(const safetensors *st);
-const safetensors_tensor *safetensors_tensor_at(const safetensors *st, int64_t i); /* sorted by name */
-const safetensors_tensor *safetensors_find(const safetensors *st, const char *name);
+int64_t g4_safetensors_n_tensors(const safetensors *st);
+const g4_safetensors_tensor *g4_safetensors_tensor_at(const safetensors *st, int64_t i); /* sorted by name */
+const g4_safetensors_tensor *g4_safetensors_find(const safetensors *st, const char *name);
 
 /* Elements [first, first + n) of a float tensor, converted to f32 exactly
  * (F16 and BF16 widen without rounding). */
-void safetensors_read_f32(const safetensors_tensor *t, int64_t first, int64_t n, float *dst);
+void g4_safetensors_read_f32(const g4_safetensors_tensor *t, int64_t first, int64_t n, float *dst);
 
 #endif

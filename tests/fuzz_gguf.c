@@ -15,39 +15,39 @@ static void touch(const void *p, uint64_t n) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[G4_ERR_LEN];
-    gguf_file *f = gguf_open_memory(data, size, "fuzz", err);
+    g4_gguf_file *f = g4_gguf_open_memory(data, size, "fuzz", err);
     if (!f) {
         if (!memchr(err, 0, sizeof err) || strchr(err, '\n')) __builtin_trap(); /* one line, terminated */
         return 0;
     }
-    for (int64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
-        if (gguf_find_kv(f, kv->key) != kv) __builtin_trap();
+    for (int64_t i = 0; i < g4_gguf_n_kv(f); i++) {
+        const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
+        if (g4_gguf_find_kv(f, kv->key) != kv) __builtin_trap();
         touch(kv->key, strlen(kv->key));
         if (kv->type == GGUF_TYPE_STRING) touch(kv->val.str.ptr, kv->val.str.len);
         if (kv->type != GGUF_TYPE_ARRAY) continue;
         const void *arr;
         uint64_t n;
-        if (gguf_get_arr(f, kv->key, kv->arr_type, &arr, &n, err) != GGUF_OK || n != kv->arr_n) __builtin_trap();
+        if (g4_gguf_get_arr(f, kv->key, kv->arr_type, &arr, &n, err) != GGUF_OK || n != kv->arr_n) __builtin_trap();
         if (kv->arr_type != GGUF_TYPE_STRING) {
-            touch(arr, n * gguf_value_size(kv->arr_type));
+            touch(arr, n * g4_gguf_value_size(kv->arr_type));
             continue;
         }
-        const gguf_str *s = arr;
+        const g4_gguf_str *s = arr;
         for (uint64_t j = 0; j < n; j++) touch(s[j].ptr, s[j].len);
     }
     uint32_t u32;
     float f32;
-    gguf_get_u32(f, "general.alignment", &u32, err);
-    gguf_get_f32(f, "general.alignment", &f32, err);
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
-        if (gguf_find_tensor(f, t->name) != t) __builtin_trap();
+    g4_gguf_get_u32(f, "general.alignment", &u32, err);
+    g4_gguf_get_f32(f, "general.alignment", &f32, err);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f); i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
+        if (g4_gguf_find_tensor(f, t->name) != t) __builtin_trap();
         touch(t->name, strlen(t->name));
         /* first and last byte: reading whole tensors would only slow the search */
         touch(t->data, 1);
         touch((const uint8_t *)t->data + t->nbytes - 1, 1);
     }
-    gguf_close(f);
+    g4_gguf_close(f);
     return 0;
 }

@@ -40,15 +40,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 8; i++) file[i] = (uint8_t)((uint64_t)size >> (8 * i));
     memcpy(file + 8, data, size);
     memset(file + 8 + size, 0x3c, 64);
-    safetensors *st = safetensors_open_memory(file, size + 8 + 64, "fuzz", err);
-    for (int64_t i = 0; st && i < safetensors_n_tensors(st); i++) {
-        const safetensors_tensor *t = safetensors_tensor_at(st, i);
+    safetensors *st = g4_safetensors_open_memory(file, size + 8 + 64, "fuzz", err);
+    for (int64_t i = 0; st && i < g4_safetensors_n_tensors(st); i++) {
+        const g4_safetensors_tensor *t = g4_safetensors_tensor_at(st, i);
         const volatile uint8_t *p = t->data;
         for (uint64_t b = 0; b < t->nbytes; b++) (void)p[b];
-        if (safetensors_find(st, t->name) != t) __builtin_trap();
+        if (g4_safetensors_find(st, t->name) != t) __builtin_trap();
     }
     if (!st && (!memchr(err, 0, sizeof err) || strchr(err, '\n'))) __builtin_trap();
-    safetensors_close(st);
+    g4_safetensors_close(st);
     free(file);
     return 0;
 }

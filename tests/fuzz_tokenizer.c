@@ -16,9 +16,9 @@ static g4_vocab *vocab(void) {
     const char *dir = getenv("GEMMA4_FIXTURES");
     char path[4096], err[G4_ERR_LEN];
     snprintf(path, sizeof path, "%s/tokenizer/synthetic-vocab.gguf", dir && *dir ? dir : "../shared/fixtures");
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     v = f ? g4_vocab_load(f, err) : NULL;
-    gguf_close(f);
+    g4_gguf_close(f);
     if (!v) {
         fprintf(stderr, "fuzz_tokenizer: %s\n", err);
         abort();

@@ -1,4 +1,4 @@
-/* The arithmetic and output of `gemma4 bench` (tools/bench_report.c): which
+/* The arithmetic and output of `gemma4 bench` (tools/bench/bench_report.c): which
  * bytes and parameters a token costs, statistics, the peak estimate, and the
  * table and JSON forms. Expected values are worked out by hand from the
  * tensor shapes below; nothing here is timed. */
@@ -13,13 +13,13 @@
 #include "kernels/formats.h"
 #include "tests/harness.h"
 #include "gguf/json.h"
-#include "tools/bench_report.h"
+#include "tools/bench/bench_report.h"
 
 static bool near(double a, double b) { return fabs(a - b) <= 1e-9 * fmax(1.0, fabs(b)); }
 
 /* A model-like file of zeros: the embedding tables, one attention matrix,
  * an 8-expert tensor, a norm, and optionally an untied output head. */
-static gguf_file *write_model(const char *path, bool untied) {
+static g4_gguf_file *write_model(const char *path, bool untied) {
     static const struct { const char *name; enum g4_type type; uint32_t n_dims; int64_t ne[3]; } t[] = {
         {"token_embd.weight", G4_TYPE_Q4_0, 2, {64, 10, 1}},           /* 10 rows x 2 blocks x 18 = 360 B */
         {"per_layer_token_embd.weight", G4_TYPE_F32, 2, {32, 10, 1}},  /* 1280 B */
@@ -29,17 +29,17 @@ static gguf_file *write_model(const char *path, bool untied) {
         {"output.weight", G4_TYPE_F32, 2, {64, 10, 1}},                /* 2560 B */
     };
     char err[G4_ERR_LEN];
-    gguf_writer *w = gguf_writer_new(path, 0, err);
-    int ok = w && !gguf_writer_set_str(w, "general.architecture", "gemma4", err);
+    g4_gguf_writer *w = g4_gguf_writer_new(path, 0, err);
+    int ok = w && !g4_gguf_writer_set_str(w, "general.architecture", "gemma4", err);
     for (size_t i = 0; ok && i < sizeof t / sizeof t[0] - !untied; i++)
-        ok = !gguf_writer_add_tensor(w, t[i].name, t[i].type, t[i].n_dims, t[i].ne, err);
-    ok = ok && !gguf_writer_begin(w, err);
+        ok = !g4_gguf_writer_add_tensor(w, t[i].name, t[i].type, t[i].n_dims, t[i].ne, err);
+    ok = ok && !g4_gguf_writer_begin(w, err);
     static const unsigned char zeros[16384];
-    for (int64_t i = 0; ok && i < gguf_writer_n_tensors(w); i++)
-        ok = !gguf_writer_write(w, zeros, gguf_writer_tensor_nbytes(w, i), err);
-    ok = ok && !gguf_writer_finish(w, err);
-    gguf_writer_free(w);
-    gguf_file *f = ok ? gguf_open(path, err) : NULL;
+    for (int64_t i = 0; ok && i < g4_gguf_writer_n_tensors(w); i++)
+        ok = !g4_gguf_writer_write(w, zeros, g4_gguf_writer_tensor_nbytes(w, i), err);
+    ok = ok && !g4_gguf_writer_finish(w, err);
+    g4_gguf_writer_free(w);
+    g4_gguf_file *f = ok ? g4_gguf_open(path, err) : NULL;
     CHECK(f != NULL, "%s", err);
     return f;
 }
@@ -48,7 +48,7 @@ static void test_weights(const char *dir) {
     char path[512];
     snprintf(path, sizeof path, "%s/test_bench_%d.gguf", dir, (int)getpid());
 
-    gguf_file *f = write_model(path, false);
+    g4_gguf_file *f = write_model(path, false);
     if (f) {
         bench_weights w;
         bench_weights_of(f, 8, 2, &w);
@@ -61,7 +61,7 @@ static void test_weights(const char *dir) {
         CHECK(near(w.token_params, 2048 + 8192 / 4 + 64), "token params %g", w.token_params);
         bench_weights_of(f, 0, 0, &w); /* dense: every expert row counts */
         CHECK(near(w.tg_bytes, 360 + 4096 + 8704 + 256), "dense tg bytes %g", w.tg_bytes);
-        gguf_close(f);
+        g4_gguf_close(f);
     }
     f = write_model(path, true);
     if (f) {
@@ -70,7 +70,7 @@ static void test_weights(const char *dir) {
         CHECK(near(w.tg_bytes, 360 + 4096 + 8704 / 4 + 256 + 2560), "untied tg bytes %g", w.tg_bytes);
         CHECK(near(w.head_params, 640), "untied head %g", w.head_params);
         CHECK(near(w.token_params, 2048 + 8192 / 4 + 64), "untied token params %g", w.token_params);
-        gguf_close(f);
+        g4_gguf_close(f);
     }
     unlink(path);
 }

@@ -24,7 +24,7 @@
 #include "tests/fixtures.h"
 #include "tests/harness.h"
 #include "tools/commands.h"
-#include "tools/convert.h"
+#include "tools/convert/convert.h"
 
 #define N_VOCAB 512
 #define F32_MAX_ABS 2e-2 /* as tests/test_logits.c */
@@ -33,7 +33,7 @@
 static const char *shapes[] = {"e2b", "moe", "dense"};
 static const char *types[] = {"f32", "q8_0", "q4_0", "q4_k"};
 
-/* ---- GGUF -> HF names (spec §3), independent of tools/cmd_convert.c ---- */
+/* ---- GGUF -> HF names (spec §3), independent of tools/convert/cmd_convert.c ---- */
 
 static const char *const name_pairs[][2] = {
     {"token_embd.weight", "embed_tokens.weight"},
@@ -131,22 +131,22 @@ static void json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);
 }
 
-static uint32_t u32_key(const gguf_file *g, const char *key) {
+static uint32_t u32_key(const g4_gguf_file *g, const char *key) {
     uint32_t v = 0;
     char err[G4_ERR_LEN];
-    gguf_get_u32(g, key, &v, err);
+    g4_gguf_get_u32(g, key, &v, err);
     return v;
 }
 
-static float f32_key(const gguf_file *g, const char *key) {
+static float f32_key(const g4_gguf_file *g, const char *key) {
     float v = 0;
     char err[G4_ERR_LEN];
-    gguf_get_f32(g, key, &v, err);
+    g4_gguf_get_f32(g, key, &v, err);
     return v;
 }
 
 /* config.json of Gemma4ForConditionalGeneration for the GGUF's hparams. */
-static void write_config(const gguf_file *g, const char *path) {
+static void write_config(const g4_gguf_file *g, const char *path) {
     FILE *f = fopen(path, "w");
     if (!f) return;
     char err[G4_ERR_LEN];
@@ -167,12 +167,12 @@ static void write_config(const gguf_file *g, const char *path) {
     fprintf(f, "  \"head_dim\":%u,\"global_head_dim\":%u,\"rms_norm_eps\":%.9g,\"final_logit_softcapping\":%.9g,\n",
             hd_swa, hd_full, f32_key(g, "gemma4.attention.layer_norm_rms_epsilon"),
             f32_key(g, "gemma4.final_logit_softcapping"));
-    if (gguf_get_arr(g, "gemma4.feed_forward_length", GGUF_TYPE_INT32, &arr, &n, err) == GGUF_OK)
+    if (g4_gguf_get_arr(g, "gemma4.feed_forward_length", GGUF_TYPE_INT32, &arr, &n, err) == GGUF_OK)
         fprintf(f, "  \"intermediate_size\":%d,\"use_double_wide_mlp\":true,\n", ((const int32_t *)arr)[0]);
     else fprintf(f, "  \"intermediate_size\":%u,\"use_double_wide_mlp\":false,\n", u32_key(g, "gemma4.feed_forward_length"));
     const void *swa;
-    gguf_get_arr(g, "gemma4.attention.sliding_window_pattern", GGUF_TYPE_BOOL, &swa, &n, err);
-    if (gguf_get_arr(g, "gemma4.attention.head_count_kv", GGUF_TYPE_INT32, &arr, &n, err) == GGUF_OK) {
+    g4_gguf_get_arr(g, "gemma4.attention.sliding_window_pattern", GGUF_TYPE_BOOL, &swa, &n, err);
+    if (g4_gguf_get_arr(g, "gemma4.attention.head_count_kv", GGUF_TYPE_INT32, &arr, &n, err) == GGUF_OK) {
         int32_t kv_swa = 0, kv_full = 0;
         for (uint64_t i = 0; i < n; i++) *(((const bool *)swa)[i] ? &kv_swa : &kv_full) = ((const int32_t *)arr)[i];
         fprintf(f, "  \"num_key_value_heads\":%d,\"num_global_key_value_heads\":%d,\n", kv_swa, kv_full);
@@ -188,7 +188,7 @@ static void write_config(const gguf_file *g, const char *path) {
     for (uint32_t i = 0; i < n_layer; i++)
         fprintf(f, "%s\"%s\"", i ? "," : "", ((const bool *)swa)[i] ? "sliding_attention" : "full_attention");
     /* rotated pairs of the full layers = the 1.0 entries of rope_freqs */
-    const gguf_tensor *rf = gguf_find_tensor(g, "rope_freqs.weight");
+    const g4_gguf_tensor *rf = g4_gguf_find_tensor(g, "rope_freqs.weight");
     int n_rot = 0;
     for (int64_t i = 0; rf && i < rf->ne[0]; i++) {
         float v;
@@ -204,14 +204,14 @@ static void write_config(const gguf_file *g, const char *path) {
 
 /* tokenizer.json (BPE, merges as strings or as pairs) and
  * tokenizer_config.json for the GGUF's vocabulary. */
-static void write_tokenizer(const gguf_file *g, const char *dir, bool pair_merges, const char *chat_template) {
+static void write_tokenizer(const g4_gguf_file *g, const char *dir, bool pair_merges, const char *chat_template) {
     char path[1024], err[G4_ERR_LEN];
     const void *tok, *typ, *mer;
     uint64_t n, nm;
-    gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tok, &n, err);
-    gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &typ, &n, err);
-    gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &mer, &nm, err);
-    const gguf_str *t = tok, *m = mer;
+    g4_gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tok, &n, err);
+    g4_gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &typ, &n, err);
+    g4_gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &mer, &nm, err);
+    const g4_gguf_str *t = tok, *m = mer;
     const int32_t *ty = typ;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     FILE *f = fopen(path, "w");
@@ -306,19 +306,19 @@ static void snap_group(const float *x, int64_t g, g4_bf16 *out, block_q4_0 *b) {
 /* Writes the fixture's float weights as an HF checkpoint in dir: F32 as is,
  * or (qat) every 2-D tensor snapped to a grid and stored as BF16, the truth
  * blocks kept in truths[]. n_shards > 1 writes an index and shards. */
-static int export_fixture(const char *gguf_path, const char *dir, bool qat, int n_shards, bool pair_merges,
+static int export_fixture(const char *g4_gguf_path, const char *dir, bool qat, int n_shards, bool pair_merges,
                           const char *chat_template) {
     char err[G4_ERR_LEN], path[1024];
-    gguf_file *g = gguf_open(gguf_path, err);
+    g4_gguf_file *g = g4_gguf_open(g4_gguf_path, err);
     if (!g) return fprintf(stderr, "%s\n", err), -1;
     mkdir(dir, 0755);
-    int64_t nt = gguf_n_tensors(g);
+    int64_t nt = g4_gguf_n_tensors(g);
     st_entry *e = calloc((size_t)nt, sizeof *e);
     void **owned = calloc((size_t)nt, sizeof *owned);
     int ne = 0;
     if (qat) n_truths = 0;
     for (int64_t i = 0; i < nt; i++) {
-        const gguf_tensor *t = gguf_tensor_at(g, i);
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(g, i);
         st_entry *s = &e[ne];
         if (!hf_name(t->name, s->name, sizeof s->name)) continue;
         s->n_dims = (int)t->n_dims;
@@ -365,13 +365,13 @@ static int export_fixture(const char *gguf_path, const char *dir, bool qat, int 
     for (int i = 0; i < ne; i++) free(owned[i]);
     free(owned);
     free(e);
-    gguf_close(g);
+    g4_gguf_close(g);
     return rc;
 }
 
 /* ---- comparing GGUF files ---- */
 
-static size_t elem_size(enum gguf_value_type t) {
+static size_t elem_size(enum g4_gguf_value_type t) {
     switch (t) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
     case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
@@ -380,13 +380,13 @@ static size_t elem_size(enum gguf_value_type t) {
     }
 }
 
-static bool same_kv(const gguf_kv *a, const gguf_kv *b) {
+static bool same_kv(const g4_gguf_kv *a, const g4_gguf_kv *b) {
     if (a->type != b->type) return false;
     if (a->type == GGUF_TYPE_STRING) return a->val.str.len == b->val.str.len && !memcmp(a->val.str.ptr, b->val.str.ptr, a->val.str.len);
     if (a->type != GGUF_TYPE_ARRAY) return !memcmp(&a->val, &b->val, sizeof a->val.u64);
     if (a->arr_type != b->arr_type || a->arr_n != b->arr_n) return false;
     if (a->arr_type != GGUF_TYPE_STRING) return !memcmp(a->arr_data, b->arr_data, a->arr_n * elem_size(a->arr_type));
-    const gguf_str *x = a->arr_data, *y = b->arr_data;
+    const g4_gguf_str *x = a->arr_data, *y = b->arr_data;
     for (uint64_t i = 0; i < a->arr_n; i++)
         if (x[i].len != y[i].len || memcmp(x[i].ptr, y[i].ptr, x[i].len)) return false;
     return true;
@@ -400,23 +400,23 @@ static bool skipped(const char *const *skip, const char *key) {
 
 /* Keys (all but those in the NULL-terminated skip list) and tensors of got
  * equal want's. */
-static void compare_gguf(const char *label, const gguf_file *got, const gguf_file *want, const char *const *skip) {
+static void compare_gguf(const char *label, const g4_gguf_file *got, const g4_gguf_file *want, const char *const *skip) {
     int bad_kv = 0, bad_t = 0;
-    for (int64_t i = 0; i < gguf_n_kv(want); i++) {
-        const gguf_kv *w = gguf_kv_at(want, i), *g = gguf_find_kv(got, w->key);
+    for (int64_t i = 0; i < g4_gguf_n_kv(want); i++) {
+        const g4_gguf_kv *w = g4_gguf_kv_at(want, i), *g = g4_gguf_find_kv(got, w->key);
         bool ok = (g && same_kv(g, w)) || skipped(skip, w->key);
         if (!ok) bad_kv++, fprintf(stderr, "  %s: key %s %s\n", label, w->key, g ? "differs" : "missing");
     }
-    for (int64_t i = 0; i < gguf_n_kv(got); i++) {
-        const char *k = gguf_kv_at(got, i)->key;
-        if (!gguf_find_kv(want, k) && !skipped(skip, k))
+    for (int64_t i = 0; i < g4_gguf_n_kv(got); i++) {
+        const char *k = g4_gguf_kv_at(got, i)->key;
+        if (!g4_gguf_find_kv(want, k) && !skipped(skip, k))
             bad_kv++, fprintf(stderr, "  %s: extra key %s\n", label, k);
     }
     CHECK(bad_kv == 0, "%s: %d keys differ", label, bad_kv);
-    CHECK(gguf_n_tensors(got) == gguf_n_tensors(want), "%s: %lld tensors, want %lld", label, (long long)gguf_n_tensors(got),
-          (long long)gguf_n_tensors(want));
-    for (int64_t i = 0; i < gguf_n_tensors(want); i++) {
-        const gguf_tensor *w = gguf_tensor_at(want, i), *g = gguf_find_tensor(got, w->name);
+    CHECK(g4_gguf_n_tensors(got) == g4_gguf_n_tensors(want), "%s: %lld tensors, want %lld", label, (long long)g4_gguf_n_tensors(got),
+          (long long)g4_gguf_n_tensors(want));
+    for (int64_t i = 0; i < g4_gguf_n_tensors(want); i++) {
+        const g4_gguf_tensor *w = g4_gguf_tensor_at(want, i), *g = g4_gguf_find_tensor(got, w->name);
         bool ok = g && g->type == w->type && g->n_dims == w->n_dims && !memcmp(g->ne, w->ne, sizeof g->ne) &&
                   g->nbytes == w->nbytes && !memcmp(g->data, w->data, w->nbytes);
         if (!ok) bad_t++, fprintf(stderr, "  %s: tensor %s %s\n", label, w->name, g ? "differs" : "missing");
@@ -462,19 +462,19 @@ static void test_round_trip(const char *tmp) {
             int c = g4_convert(named, out, type, false, false, NULL, err);
             CHECK(c == 0, "convert %s: %s", named, err);
             snprintf(path, sizeof path, "%s/models/%s_%s.gguf", fx, shapes[si], types[ti]);
-            gguf_file *got = c ? NULL : gguf_open(out, err), *want = gguf_open(path, err);
+            g4_gguf_file *got = c ? NULL : g4_gguf_open(out, err), *want = g4_gguf_open(path, err);
             CHECK(got && want, "open %s / %s", out, path);
             if (got && want) {
                 compare_gguf(out, got, want, (const char *const[]){"tokenizer.chat_template", NULL});
-                gguf_str s = {0};
+                g4_gguf_str s = {0};
                 if (si == 0) {
-                    CHECK(gguf_get_str(got, "tokenizer.chat_template", &s, err) == GGUF_OK && s.len == strlen(tmpl) &&
+                    CHECK(g4_gguf_get_str(got, "tokenizer.chat_template", &s, err) == GGUF_OK && s.len == strlen(tmpl) &&
                               !memcmp(s.ptr, tmpl, s.len), "%s: chat template carried over", out);
                 }
                 printf("round trip %-10s: keys, tensors and bytes compared with the fixture\n", types[ti]);
             }
-            gguf_close(got);
-            gguf_close(want);
+            g4_gguf_close(got);
+            g4_gguf_close(want);
         }
         /* the F32 conversion through the forward pass gives llama.cpp's logits */
         int32_t ids[128];
@@ -509,7 +509,7 @@ static void test_vocab(const char *tmp) {
     g4_json *j = g4_json_parse_file(path, err);
     CHECK(j != NULL, "%s", err);
     snprintf(path, sizeof path, "%s/moe_f32.gguf", tmp);
-    gguf_file *g = gguf_open(path, err);
+    g4_gguf_file *g = g4_gguf_open(path, err);
     g4_vocab *v = g ? g4_vocab_load(g, err) : NULL;
     CHECK(v != NULL, "vocab of %s: %s", path, err);
     const g4_json *cases = g4_json_get_type(j, "cases", G4_JSON_ARRAY);
@@ -528,7 +528,7 @@ static void test_vocab(const char *tmp) {
     printf("converted vocabulary: %d of %d tokenizer fixture cases match llama.cpp\n", n_ok, n_cases);
     CHECK(n_cases >= 40 && n_ok == n_cases, "%d of %d tokenizer cases", n_ok, n_cases);
     g4_vocab_free(v);
-    gguf_close(g);
+    g4_gguf_close(g);
     g4_json_free(j);
 }
 
@@ -633,16 +633,16 @@ static void test_qat_model(const char *tmp) {
     /* byte-exactness against the generated grid blocks */
     int64_t exact[3] = {0}, total = 0;
     for (int v = 1; v < 3; v++) {
-        gguf_file *g = gguf_open(out[v], err);
+        g4_gguf_file *g = g4_gguf_open(out[v], err);
         CHECK(g != NULL, "%s", err);
         for (int t = 0; g && t < n_truths; t++) {
-            const gguf_tensor *gt = gguf_find_tensor(g, truths[t].name);
+            const g4_gguf_tensor *gt = g4_gguf_find_tensor(g, truths[t].name);
             CHECK(gt && gt->type == G4_TYPE_Q4_0 && gt->nbytes == (uint64_t)truths[t].n * sizeof(block_q4_0), "%s", truths[t].name);
             for (int64_t b = 0; gt && gt->type == G4_TYPE_Q4_0 && b < truths[t].n; b++)
                 exact[v] += !memcmp((const block_q4_0 *)gt->data + b, &truths[t].blocks[b], sizeof(block_q4_0));
             if (v == 1) total += truths[t].n;
         }
-        gguf_close(g);
+        g4_gguf_close(g);
     }
     printf("QAT dense-shaped model, %lld Q4_0 blocks: naive %.2f%% byte-exact, --qat %.2f%% (its own count: %.2f%% on grid, "
            "%lld fallbacks, %lld off grid)\n", (long long)total, 100.0 * exact[1] / total, 100.0 * exact[2] / total,
@@ -676,11 +676,11 @@ static void test_quantize(const char *tmp) {
             convert_parse_type(types[ti], &type);
             int rc = g4_quantize_gguf(in, out, type, false, false, NULL, err);
             CHECK(rc == 0, "quantize %s: %s", in, err);
-            gguf_file *got = rc ? NULL : gguf_open(out, err), *want = gguf_open(want_path, err);
+            g4_gguf_file *got = rc ? NULL : g4_gguf_open(out, err), *want = g4_gguf_open(want_path, err);
             /* general.name stays the source's */
             if (got && want) compare_gguf(out, got, want, (const char *const[]){"general.name", "tokenizer.chat_template", NULL});
-            gguf_close(got);
-            gguf_close(want);
+            g4_gguf_close(got);
+            g4_gguf_close(want);
         }
     CHECK(g4_quantize_gguf(want_path, out, G4_TYPE_Q8_0, false, false, NULL, err) != 0 && strstr(err, "only F32"),
           "quantized source refused: %s", err);

@@ -658,20 +658,20 @@ static void test_fixtures(void) {
     char path[1024], err[G4_ERR_LEN];
     for (int s = 0; s < 3; s++) {
         snprintf(path, sizeof path, "%s/models/%s_f32.gguf", test_fixtures_dir(), shapes[s]);
-        gguf_file *ff = gguf_open(path, err);
+        g4_gguf_file *ff = g4_gguf_open(path, err);
         CHECK(ff != NULL, "%s", err);
         if (!ff) continue;
         for (int qt = 0; qt < 3; qt++) {
             snprintf(path, sizeof path, "%s/models/%s_%s.gguf", test_fixtures_dir(), shapes[s], qtypes[qt]);
-            gguf_file *fq = gguf_open(path, err);
+            g4_gguf_file *fq = g4_gguf_open(path, err);
             CHECK(fq != NULL, "%s", err);
             if (!fq) continue;
             int n_quant = 0;
-            for (int64_t i = 0; i < gguf_n_tensors(fq); i++) {
-                const gguf_tensor *tq = gguf_tensor_at(fq, i);
+            for (int64_t i = 0; i < g4_gguf_n_tensors(fq); i++) {
+                const g4_gguf_tensor *tq = g4_gguf_tensor_at(fq, i);
                 if (tq->type == G4_TYPE_F32) continue;
                 n_quant++;
-                const gguf_tensor *tf = gguf_find_tensor(ff, tq->name);
+                const g4_gguf_tensor *tf = g4_gguf_find_tensor(ff, tq->name);
                 CHECK(tf && tf->type == G4_TYPE_F32 && !memcmp(tf->ne, tq->ne, sizeof tq->ne),
                       "%s: %s has no F32 counterpart of the same shape", path, tq->name);
                 if (!tf || tf->type != G4_TYPE_F32 || memcmp(tf->ne, tq->ne, sizeof tq->ne)) continue;
@@ -708,9 +708,9 @@ static void test_fixtures(void) {
                 free(buf), free(x), free(y);
             }
             CHECK(n_quant > 0, "%s holds no quantized tensors", path);
-            gguf_close(fq);
+            g4_gguf_close(fq);
         }
-        gguf_close(ff);
+        g4_gguf_close(ff);
     }
     for (int t = 0; t < G4_TYPE_COUNT; t++)
         if (total[t]) printf("  %-5s fixtures: %d of %d tensors byte-identical to ggml\n", g4_type_name((uint32_t)t), same[t], total[t]);

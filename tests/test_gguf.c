@@ -44,11 +44,11 @@ static void put_header(bytes *b, uint32_t version, uint64_t n_tensors, uint64_t 
     put_u64(b, n_tensors);
     put_u64(b, n_kv);
 }
-static void put_key(bytes *b, const char *key, enum gguf_value_type t) {
+static void put_key(bytes *b, const char *key, enum g4_gguf_value_type t) {
     put_str(b, key);
     put_u32(b, t);
 }
-static void put_array(bytes *b, const char *key, enum gguf_value_type elem, uint64_t n) {
+static void put_array(bytes *b, const char *key, enum g4_gguf_value_type elem, uint64_t n) {
     put_key(b, key, GGUF_TYPE_ARRAY);
     put_u32(b, elem);
     put_u64(b, n);
@@ -68,15 +68,15 @@ static void put_pad(bytes *b, size_t align) { put_zeros(b, (align - b->n % align
 /* ---- opening helpers ---- */
 
 /* Parses an exact-size heap copy, so ASan sees any read past the end. The
- * copy must outlive the result: free *keep after gguf_close. */
-static gguf_file *open_copy(const void *p, size_t n, const char *name, char *err, void **keep) {
+ * copy must outlive the result: free *keep after g4_gguf_close. */
+static g4_gguf_file *open_copy(const void *p, size_t n, const char *name, char *err, void **keep) {
     *keep = malloc(n ? n : 1);
     memcpy(*keep, p, n);
-    return gguf_open_memory(n ? *keep : NULL, n, name, err);
+    return g4_gguf_open_memory(n ? *keep : NULL, n, name, err);
 }
 
-static void close_copy(gguf_file *f, void *keep) {
-    gguf_close(f);
+static void close_copy(g4_gguf_file *f, void *keep) {
+    g4_gguf_close(f);
     free(keep);
 }
 
@@ -86,7 +86,7 @@ static bool one_line(const char *s) { return !strchr(s, '\n') && s[0]; }
 static void expect_bad(const bytes *b, const char *name, const char *want) {
     char err[G4_ERR_LEN] = "", full[G4_ERR_LEN];
     void *keep;
-    gguf_file *f = open_copy(b->p, b->n, name, err, &keep);
+    g4_gguf_file *f = open_copy(b->p, b->n, name, err, &keep);
     CHECK(!f, "%s: accepted a bad file", name);
     close_copy(f, keep);
     snprintf(full, sizeof full, "%s: %s", name, want);
@@ -124,14 +124,14 @@ static int dump_quietly(const char *path) {
     return rc;
 }
 
-/* Same file through gguf_open (the mmap path), and `gemma4 dump` exits 1. */
+/* Same file through g4_gguf_open (the mmap path), and `gemma4 dump` exits 1. */
 static void expect_bad_file(const bytes *b, const char *tag, const char *want) {
     const char *path = tmp_path(tag);
     write_file(path, b->p, b->n);
     char err[G4_ERR_LEN] = "", full[G4_ERR_LEN];
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     CHECK(!f, "%s: accepted a bad file", path);
-    gguf_close(f);
+    g4_gguf_close(f);
     snprintf(full, sizeof full, "%s: %s", path, want);
     CHECK(!strcmp(err, full) && one_line(err), "got '%s', want '%s'", err, full);
     CHECK(dump_quietly(path) == 1, "dump of bad %s should exit 1", path);
@@ -185,60 +185,60 @@ static void test_valid_file(uint32_t version) {
     built v = build_valid(version);
     char err[G4_ERR_LEN] = "";
     void *keep;
-    gguf_file *f = open_copy(v.b.p, v.b.n, "valid", err, &keep);
+    g4_gguf_file *f = open_copy(v.b.p, v.b.n, "valid", err, &keep);
     CHECK(f, "valid v%u file refused: %s", version, err);
     if (!f) { free(keep); free(v.b.p); return; }
-    CHECK(gguf_version(f) == version, "version %u", gguf_version(f));
-    CHECK(gguf_alignment(f) == 32, "alignment %" PRIu64, gguf_alignment(f));
-    CHECK(gguf_data_offset(f) == v.data_offset, "data offset %" PRIu64 " want %zu", gguf_data_offset(f), v.data_offset);
-    CHECK(gguf_file_size(f) == v.b.n, "size %" PRIu64, gguf_file_size(f));
-    CHECK(gguf_n_kv(f) == 18 && gguf_n_tensors(f) == 4, "counts %" PRId64 " %" PRId64, gguf_n_kv(f), gguf_n_tensors(f));
-    CHECK(!strcmp(gguf_path(f), "valid"), "path %s", gguf_path(f));
+    CHECK(g4_gguf_version(f) == version, "version %u", g4_gguf_version(f));
+    CHECK(g4_gguf_alignment(f) == 32, "alignment %" PRIu64, g4_gguf_alignment(f));
+    CHECK(g4_gguf_data_offset(f) == v.data_offset, "data offset %" PRIu64 " want %zu", g4_gguf_data_offset(f), v.data_offset);
+    CHECK(g4_gguf_file_size(f) == v.b.n, "size %" PRIu64, g4_gguf_file_size(f));
+    CHECK(g4_gguf_n_kv(f) == 18 && g4_gguf_n_tensors(f) == 4, "counts %" PRId64 " %" PRId64, g4_gguf_n_kv(f), g4_gguf_n_tensors(f));
+    CHECK(!strcmp(g4_gguf_path(f), "valid"), "path %s", g4_gguf_path(f));
 
-    uint32_t u32 = 0; int32_t i32 = 0; float f32 = 0; bool bo = false; gguf_str s = {0};
-    CHECK(gguf_get_u32(f, "t.u32", &u32, err) == GGUF_OK && u32 == 4000000000u, "u32 %u", u32);
-    CHECK(gguf_get_i32(f, "t.i32", &i32, err) == GGUF_OK && i32 == -2000000000, "i32 %d", i32);
-    CHECK(gguf_get_f32(f, "t.f32", &f32, err) == GGUF_OK && f32 == 1.5f, "f32 %g", f32);
-    CHECK(gguf_get_bool(f, "t.bool", &bo, err) == GGUF_OK && bo, "bool");
-    CHECK(gguf_get_str(f, "general.architecture", &s, err) == GGUF_OK && s.len == 4 && !memcmp(s.ptr, "test", 4),
+    uint32_t u32 = 0; int32_t i32 = 0; float f32 = 0; bool bo = false; g4_gguf_str s = {0};
+    CHECK(g4_gguf_get_u32(f, "t.u32", &u32, err) == GGUF_OK && u32 == 4000000000u, "u32 %u", u32);
+    CHECK(g4_gguf_get_i32(f, "t.i32", &i32, err) == GGUF_OK && i32 == -2000000000, "i32 %d", i32);
+    CHECK(g4_gguf_get_f32(f, "t.f32", &f32, err) == GGUF_OK && f32 == 1.5f, "f32 %g", f32);
+    CHECK(g4_gguf_get_bool(f, "t.bool", &bo, err) == GGUF_OK && bo, "bool");
+    CHECK(g4_gguf_get_str(f, "general.architecture", &s, err) == GGUF_OK && s.len == 4 && !memcmp(s.ptr, "test", 4),
           "string");
-    const gguf_kv *kv;
-    kv = gguf_find_kv(f, "t.u8"); CHECK(kv && kv->type == GGUF_TYPE_UINT8 && kv->val.u64 == 200, "u8");
-    kv = gguf_find_kv(f, "t.i8"); CHECK(kv && kv->type == GGUF_TYPE_INT8 && kv->val.i64 == -5, "i8");
-    kv = gguf_find_kv(f, "t.u16"); CHECK(kv && kv->val.u64 == 60000, "u16");
-    kv = gguf_find_kv(f, "t.i16"); CHECK(kv && kv->val.i64 == -30000, "i16");
-    kv = gguf_find_kv(f, "t.u64"); CHECK(kv && kv->val.u64 == ((uint64_t)1 << 40) + 3, "u64");
-    kv = gguf_find_kv(f, "t.i64"); CHECK(kv && kv->val.i64 == -((int64_t)1 << 40), "i64");
-    kv = gguf_find_kv(f, "t.f64"); CHECK(kv && kv->type == GGUF_TYPE_FLOAT64 && kv->val.f64 == -2.25, "f64");
-    CHECK(gguf_kv_at(f, 17) && !strcmp(gguf_kv_at(f, 17)->key, "t.empty") && gguf_kv_at(f, 17)->arr_n == 0, "kv 17");
-    CHECK(!gguf_kv_at(f, 18) && !gguf_kv_at(f, -1) && !gguf_find_kv(f, "t.nope"), "out of range lookups");
+    const g4_gguf_kv *kv;
+    kv = g4_gguf_find_kv(f, "t.u8"); CHECK(kv && kv->type == GGUF_TYPE_UINT8 && kv->val.u64 == 200, "u8");
+    kv = g4_gguf_find_kv(f, "t.i8"); CHECK(kv && kv->type == GGUF_TYPE_INT8 && kv->val.i64 == -5, "i8");
+    kv = g4_gguf_find_kv(f, "t.u16"); CHECK(kv && kv->val.u64 == 60000, "u16");
+    kv = g4_gguf_find_kv(f, "t.i16"); CHECK(kv && kv->val.i64 == -30000, "i16");
+    kv = g4_gguf_find_kv(f, "t.u64"); CHECK(kv && kv->val.u64 == ((uint64_t)1 << 40) + 3, "u64");
+    kv = g4_gguf_find_kv(f, "t.i64"); CHECK(kv && kv->val.i64 == -((int64_t)1 << 40), "i64");
+    kv = g4_gguf_find_kv(f, "t.f64"); CHECK(kv && kv->type == GGUF_TYPE_FLOAT64 && kv->val.f64 == -2.25, "f64");
+    CHECK(g4_gguf_kv_at(f, 17) && !strcmp(g4_gguf_kv_at(f, 17)->key, "t.empty") && g4_gguf_kv_at(f, 17)->arr_n == 0, "kv 17");
+    CHECK(!g4_gguf_kv_at(f, 18) && !g4_gguf_kv_at(f, -1) && !g4_gguf_find_kv(f, "t.nope"), "out of range lookups");
 
     /* wrong types are errors naming both types; absent keys leave err alone */
-    CHECK(gguf_get_u32(f, "t.i32", &u32, err) == GGUF_ETYPE && !strcmp(err, "valid: key 't.i32' is i32, expected u32"),
+    CHECK(g4_gguf_get_u32(f, "t.i32", &u32, err) == GGUF_ETYPE && !strcmp(err, "valid: key 't.i32' is i32, expected u32"),
           "%s", err);
-    CHECK(gguf_get_f32(f, "t.f64", &f32, err) == GGUF_ETYPE && !strcmp(err, "valid: key 't.f64' is f64, expected f32"),
+    CHECK(g4_gguf_get_f32(f, "t.f64", &f32, err) == GGUF_ETYPE && !strcmp(err, "valid: key 't.f64' is f64, expected f32"),
           "%s", err);
-    CHECK(gguf_get_str(f, "t.strs", &s, err) == GGUF_ETYPE && !strcmp(err, "valid: key 't.strs' is array, expected string"),
+    CHECK(g4_gguf_get_str(f, "t.strs", &s, err) == GGUF_ETYPE && !strcmp(err, "valid: key 't.strs' is array, expected string"),
           "%s", err);
     strcpy(err, "untouched");
-    CHECK(gguf_get_bool(f, "t.missing", &bo, err) == GGUF_ENOKEY && !strcmp(err, "untouched"), "%s", err);
+    CHECK(g4_gguf_get_bool(f, "t.missing", &bo, err) == GGUF_ENOKEY && !strcmp(err, "untouched"), "%s", err);
 
     const void *data; uint64_t n;
-    CHECK(gguf_get_arr(f, "t.strs", GGUF_TYPE_STRING, &data, &n, err) == GGUF_OK && n == 3, "string array");
-    const gguf_str *strs = data;
+    CHECK(g4_gguf_get_arr(f, "t.strs", GGUF_TYPE_STRING, &data, &n, err) == GGUF_OK && n == 3, "string array");
+    const g4_gguf_str *strs = data;
     CHECK(strs[0].len == 1 && strs[0].ptr[0] == 'a' && strs[1].len == 0 && strs[2].len == 6 &&
           !memcmp(strs[2].ptr, "h\xc3\xa9llo", 6), "string elements");
-    CHECK(gguf_get_arr(f, "t.i32s", GGUF_TYPE_INT32, &data, &n, err) == GGUF_OK && n == 3, "i32 array");
+    CHECK(g4_gguf_get_arr(f, "t.i32s", GGUF_TYPE_INT32, &data, &n, err) == GGUF_OK && n == 3, "i32 array");
     CHECK((uintptr_t)data % _Alignof(int32_t) == 0, "i32 array is aligned");
     const int32_t *ints = data;
     CHECK(ints[0] == 1 && ints[1] == -2 && ints[2] == 3, "i32 elements %d %d %d", ints[0], ints[1], ints[2]);
-    CHECK(gguf_get_arr(f, "t.f64s", GGUF_TYPE_FLOAT64, &data, &n, err) == GGUF_OK && n == 2 &&
+    CHECK(g4_gguf_get_arr(f, "t.f64s", GGUF_TYPE_FLOAT64, &data, &n, err) == GGUF_OK && n == 2 &&
           (uintptr_t)data % _Alignof(double) == 0 && ((const double *)data)[1] == -1e300, "f64 array");
-    CHECK(gguf_get_arr(f, "t.bools", GGUF_TYPE_BOOL, &data, &n, err) == GGUF_OK && n == 3 &&
+    CHECK(g4_gguf_get_arr(f, "t.bools", GGUF_TYPE_BOOL, &data, &n, err) == GGUF_OK && n == 3 &&
           ((const bool *)data)[0] && !((const bool *)data)[1] && ((const bool *)data)[2], "bool array");
-    CHECK(gguf_get_arr(f, "t.i32s", GGUF_TYPE_UINT32, &data, &n, err) == GGUF_ETYPE &&
+    CHECK(g4_gguf_get_arr(f, "t.i32s", GGUF_TYPE_UINT32, &data, &n, err) == GGUF_ETYPE &&
           !strcmp(err, "valid: key 't.i32s' is an array of i32, expected an array of u32"), "%s", err);
-    CHECK(gguf_get_arr(f, "t.u32", GGUF_TYPE_UINT32, &data, &n, err) == GGUF_ETYPE &&
+    CHECK(g4_gguf_get_arr(f, "t.u32", GGUF_TYPE_UINT32, &data, &n, err) == GGUF_ETYPE &&
           !strcmp(err, "valid: key 't.u32' is u32, expected array"), "%s", err);
 
     static const struct { const char *name; uint32_t n_dims; int64_t ne[4]; uint32_t type; uint64_t off, nbytes; } want[] = {
@@ -250,23 +250,23 @@ static void test_valid_file(uint32_t version) {
     /* byte i of the data section is i * 7: the first and last byte of each
      * tensor show where its view points */
     for (int i = 0; i < 4; i++) {
-        const gguf_tensor *t = gguf_find_tensor(f, want[i].name);
-        CHECK(t && t == gguf_tensor_at(f, i) && t->n_dims == want[i].n_dims && !memcmp(t->ne, want[i].ne, sizeof t->ne) &&
+        const g4_gguf_tensor *t = g4_gguf_find_tensor(f, want[i].name);
+        CHECK(t && t == g4_gguf_tensor_at(f, i) && t->n_dims == want[i].n_dims && !memcmp(t->ne, want[i].ne, sizeof t->ne) &&
                   t->type == want[i].type && t->offset == want[i].off && t->nbytes == want[i].nbytes,
               "tensor %s", want[i].name);
         const uint8_t *d = t ? t->data : NULL;
         CHECK(d && d[0] == (uint8_t)(want[i].off * 7) && d[want[i].nbytes - 1] == (uint8_t)((want[i].off + want[i].nbytes - 1) * 7),
               "tensor %s data", want[i].name);
     }
-    CHECK(!gguf_find_tensor(f, "d") && !gguf_tensor_at(f, 4), "missing tensor");
+    CHECK(!g4_gguf_find_tensor(f, "d") && !g4_gguf_tensor_at(f, 4), "missing tensor");
     close_copy(f, keep);
 
     /* the same bytes through the mmap path and the dump command */
     const char *path = tmp_path("valid");
     write_file(path, v.b.p, v.b.n);
-    f = gguf_open(path, err);
-    CHECK(f && gguf_n_tensors(f) == 4 && gguf_find_kv(f, "t.bools"), "mmap open: %s", f ? "" : err);
-    gguf_close(f);
+    f = g4_gguf_open(path, err);
+    CHECK(f && g4_gguf_n_tensors(f) == 4 && g4_gguf_find_kv(f, "t.bools"), "mmap open: %s", f ? "" : err);
+    g4_gguf_close(f);
     CHECK(dump_quietly(path) == 0, "dump of a valid file");
     unlink(path);
     free(v.b.p);
@@ -284,7 +284,7 @@ static bytes one_tensor(const char *name, uint32_t n_dims, const int64_t *ne, ui
 }
 
 /* A header with one key of the given type, whose value the caller appends. */
-static bytes one_key(const char *key, enum gguf_value_type t) {
+static bytes one_key(const char *key, enum g4_gguf_value_type t) {
     bytes b = {0};
     put_header(&b, 3, 0, 1);
     put_key(&b, key, t);
@@ -346,11 +346,11 @@ static void test_kv_damage(void) {
     expect_bad(&b, "dupkey", "duplicate key 'x.b'");
     free(b.p);
 
-    b = one_key("x.t", (enum gguf_value_type)13); put_u32(&b, 0);
+    b = one_key("x.t", (enum g4_gguf_value_type)13); put_u32(&b, 0);
     expect_bad(&b, "vtype", "key 'x.t': unknown value type 13");
     free(b.p);
     /* a newline in a name from the file must not break the one-line message */
-    b = one_key("x\ny", (enum gguf_value_type)13); put_u32(&b, 0);
+    b = one_key("x\ny", (enum g4_gguf_value_type)13); put_u32(&b, 0);
     expect_bad(&b, "ctrlkey", "key 'x?y': unknown value type 13");
     free(b.p);
     b = one_key("x.b", GGUF_TYPE_BOOL); put_u8(&b, 2);
@@ -499,8 +499,8 @@ static void test_tensor_damage(void) {
     put_pad(&b, 256); put_zeros(&b, 256);
     char err[G4_ERR_LEN] = "";
     void *keep;
-    gguf_file *f = open_copy(b.p, b.n, "align256", err, &keep);
-    CHECK(f && gguf_alignment(f) == 256 && gguf_data_offset(f) == 256 && header_end < 256, "alignment 256: %s",
+    g4_gguf_file *f = open_copy(b.p, b.n, "align256", err, &keep);
+    CHECK(f && g4_gguf_alignment(f) == 256 && g4_gguf_data_offset(f) == 256 && header_end < 256, "alignment 256: %s",
           f ? "wrong values" : err);
     close_copy(f, keep);
     expect_bad(&(bytes){b.p, b.n - 1, 0}, "align256", "tensor 'w': 32 bytes (256 padded) at offset 0 run past the end of the data section (255 bytes)");
@@ -518,7 +518,7 @@ static void truncations(const uint8_t *p, size_t n, size_t copy_below, size_t st
         if (!copy && cut % step && cut + 64 < n) continue;
         err[0] = 0;
         void *keep = NULL;
-        gguf_file *f = copy ? open_copy(p, cut, name, err, &keep) : gguf_open_memory(p, cut, name, err);
+        g4_gguf_file *f = copy ? open_copy(p, cut, name, err, &keep) : g4_gguf_open_memory(p, cut, name, err);
         tried++;
         if (f && !accepted++) first_bad = cut;
         if (!f && (strncmp(err, name, strlen(name)) || !one_line(err))) bad_msg++;
@@ -546,10 +546,10 @@ static void test_truncation(void) {
     CHECK(p && n > 100000, "cannot read %s", path);
     if (!p) return;
     char err[G4_ERR_LEN];
-    gguf_file *f = gguf_open_memory(p, n, path, err);
+    g4_gguf_file *f = g4_gguf_open_memory(p, n, path, err);
     CHECK(f, "fixture refused: %s", err);
-    size_t header = f ? (size_t)gguf_data_offset(f) + 1 : 0;
-    gguf_close(f);
+    size_t header = f ? (size_t)g4_gguf_data_offset(f) + 1 : 0;
+    g4_gguf_close(f);
     truncations(p, n, header, 997, "cut-e2b_q4_0");
 
     /* and through the file path: cut in the header and in the data */
@@ -557,9 +557,9 @@ static void test_truncation(void) {
     for (int i = 0; i < 2; i++) {
         const char *tmp = tmp_path("cut");
         write_file(tmp, p, cuts[i]);
-        f = gguf_open(tmp, err);
+        f = g4_gguf_open(tmp, err);
         CHECK(!f && !strncmp(err, tmp, strlen(tmp)) && one_line(err), "cut file at %zu: %s", cuts[i], f ? "accepted" : err);
-        gguf_close(f);
+        g4_gguf_close(f);
         CHECK(dump_quietly(tmp) == 1, "dump of a cut file should exit 1");
         unlink(tmp);
     }
@@ -577,7 +577,7 @@ static void check_model(const g4_json *m) {
     if (!file || !size || !list) return;
     char path[512], err[G4_ERR_LEN];
     snprintf(path, sizeof path, "%s/%s", test_fixtures_dir(), file->str);
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     CHECK(f, "%s", err);
     if (!f) return;
     int mismatches = 0;
@@ -586,27 +586,27 @@ static void check_model(const g4_json *m) {
         const g4_json *name = g4_json_get_type(&list->items[i], "name", G4_JSON_STRING);
         const g4_json *ne = g4_json_get_type(&list->items[i], "ne", G4_JSON_ARRAY);
         const g4_json *type = g4_json_get_type(&list->items[i], "type", G4_JSON_STRING);
-        const gguf_tensor *t = name ? gguf_find_tensor(f, name->str) : NULL;
+        const g4_gguf_tensor *t = name ? g4_gguf_find_tensor(f, name->str) : NULL;
         bool same = t && ne && type && t->n_dims == ne->len && !strcasecmp(g4_type_name(t->type), type->str);
         for (size_t j = 0; same && j < ne->len; j++) same = ne->items[j].is_int && t->ne[j] == ne->items[j].integer;
         if (!same && !mismatches++) first_bad = name ? name->str : "?";
     }
-    CHECK(gguf_version(f) == 3 && gguf_alignment(f) == 32, "%s: v%u alignment %" PRIu64, file->str, gguf_version(f),
-          gguf_alignment(f));
-    CHECK(gguf_n_tensors(f) == (int64_t)list->len && list->len > 0, "%s: %" PRId64 " tensors, manifest lists %zu",
-          file->str, gguf_n_tensors(f), list->len);
+    CHECK(g4_gguf_version(f) == 3 && g4_gguf_alignment(f) == 32, "%s: v%u alignment %" PRIu64, file->str, g4_gguf_version(f),
+          g4_gguf_alignment(f));
+    CHECK(g4_gguf_n_tensors(f) == (int64_t)list->len && list->len > 0, "%s: %" PRId64 " tensors, manifest lists %zu",
+          file->str, g4_gguf_n_tensors(f), list->len);
     CHECK(mismatches == 0, "%s: %d tensors differ from the manifest, first '%s'", file->str, mismatches, first_bad);
     /* the tensors tile the data section exactly, each padded to 32 */
-    uint64_t end = gguf_data_offset(f);
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) end += (gguf_tensor_at(f, i)->nbytes + 31) / 32 * 32;
-    CHECK((int64_t)gguf_file_size(f) == size->integer && end == gguf_file_size(f),
-          "%s: size %" PRIu64 ", tensors end at %" PRIu64 ", manifest %" PRId64, file->str, gguf_file_size(f), end,
+    uint64_t end = g4_gguf_data_offset(f);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f); i++) end += (g4_gguf_tensor_at(f, i)->nbytes + 31) / 32 * 32;
+    CHECK((int64_t)g4_gguf_file_size(f) == size->integer && end == g4_gguf_file_size(f),
+          "%s: size %" PRIu64 ", tensors end at %" PRIu64 ", manifest %" PRId64, file->str, g4_gguf_file_size(f), end,
           size->integer);
     uint64_t n_tok = 0;
     const void *tok;
-    CHECK(gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tok, &n_tok, err) == GGUF_OK && n_tok == 512,
+    CHECK(g4_gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tok, &n_tok, err) == GGUF_OK && n_tok == 512,
           "%s: %" PRIu64 " tokens", file->str, n_tok);
-    gguf_close(f);
+    g4_gguf_close(f);
 }
 
 static void test_fixture_models(void) {
@@ -625,19 +625,19 @@ static void test_fixture_models(void) {
 static void test_fixture_vocab(void) {
     char path[512], err[G4_ERR_LEN];
     snprintf(path, sizeof path, "%s/tokenizer/synthetic-vocab.gguf", test_fixtures_dir());
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     CHECK(f, "%s", err);
     if (!f) return;
     const void *data = NULL;
     uint64_t n_tok = 0;
-    CHECK(gguf_version(f) == 3 && gguf_n_tensors(f) == 0, "vocab header");
-    CHECK(gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &data, &n_tok, err) == GGUF_OK && n_tok == 512,
+    CHECK(g4_gguf_version(f) == 3 && g4_gguf_n_tensors(f) == 0, "vocab header");
+    CHECK(g4_gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &data, &n_tok, err) == GGUF_OK && n_tok == 512,
           "%" PRIu64 " tokens: %s", n_tok, err);
-    const gguf_str *tok = data;
+    const g4_gguf_str *tok = data;
     uint32_t bos = 0;
     int32_t bos_i = 0;
-    CHECK(gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &bos, err) == GGUF_OK && bos == 2, "bos %u", bos);
-    CHECK(gguf_get_i32(f, "tokenizer.ggml.bos_token_id", &bos_i, err) == GGUF_ETYPE &&
+    CHECK(g4_gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &bos, err) == GGUF_OK && bos == 2, "bos %u", bos);
+    CHECK(g4_gguf_get_i32(f, "tokenizer.ggml.bos_token_id", &bos_i, err) == GGUF_ETYPE &&
               strstr(err, ": key 'tokenizer.ggml.bos_token_id' is u32, expected i32") && one_line(err),
           "%s", err);
 
@@ -657,14 +657,14 @@ static void test_fixture_vocab(void) {
                 continue;
             }
             pairs++;
-            const gguf_str *t = &tok[id->integer];
+            const g4_gguf_str *t = &tok[id->integer];
             if ((t->len != piece->len || memcmp(t->ptr, piece->str, t->len)) && !wrong++)
                 fprintf(stderr, "token %" PRId64 ": file has '%.*s', fixture '%s'\n", id->integer, (int)t->len, t->ptr, piece->str);
         }
     }
     CHECK(pairs > 100 && wrong == 0, "%d (id, piece) pairs checked, %d wrong", pairs, wrong);
     g4_json_free(js);
-    gguf_close(f);
+    g4_gguf_close(f);
 }
 
 int main(void) {

@@ -14,7 +14,7 @@
 #include "kvcache.h"
 #include "tests/harness.h"
 #include "tests/fixtures.h"
-#include "tools/mkmodel.h"
+#include "tools/synth/mkmodel.h"
 
 /* ---------------------------------------------------------------- page accounting */
 

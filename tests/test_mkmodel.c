@@ -18,10 +18,10 @@
 #include "gguf/json.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
-#include "tools/mkmodel.h"
-#include "tools/model_shapes.h"
-#include "tools/synth_vocab.h"
-#include "tools/synth_weights.h"
+#include "tools/synth/mkmodel.h"
+#include "tools/synth/model_shapes.h"
+#include "tools/synth/synth_vocab.h"
+#include "tools/synth/synth_weights.h"
 
 static char tmp_dir[256];
 
@@ -38,10 +38,10 @@ static char *read_file(const char *path, size_t *n) {
     return g4_read_file(path, n, err);
 }
 
-static bool str_eq(gguf_str s, const char *c) { return s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
+static bool str_eq(g4_gguf_str s, const char *c) { return s.len == strlen(c) && !memcmp(s.ptr, c, s.len); }
 
 /* Same type and value (arrays: element type, count and elements). */
-static bool kv_equal(const gguf_kv *a, const gguf_kv *b) {
+static bool kv_equal(const g4_gguf_kv *a, const g4_gguf_kv *b) {
     if (a->type != b->type) return false;
     switch (a->type) {
     case GGUF_TYPE_STRING: return a->val.str.len == b->val.str.len && !memcmp(a->val.str.ptr, b->val.str.ptr, a->val.str.len);
@@ -50,9 +50,9 @@ static bool kv_equal(const gguf_kv *a, const gguf_kv *b) {
     case GGUF_TYPE_INT8: case GGUF_TYPE_INT16: case GGUF_TYPE_INT32: case GGUF_TYPE_INT64: return a->val.i64 == b->val.i64;
     case GGUF_TYPE_ARRAY:
         if (a->arr_type != b->arr_type || a->arr_n != b->arr_n) return false;
-        if (a->arr_type != GGUF_TYPE_STRING) return !memcmp(a->arr_data, b->arr_data, a->arr_n * gguf_value_size(a->arr_type));
+        if (a->arr_type != GGUF_TYPE_STRING) return !memcmp(a->arr_data, b->arr_data, a->arr_n * g4_gguf_value_size(a->arr_type));
         for (uint64_t i = 0; i < a->arr_n; i++) {
-            gguf_str x = ((const gguf_str *)a->arr_data)[i], y = ((const gguf_str *)b->arr_data)[i];
+            g4_gguf_str x = ((const g4_gguf_str *)a->arr_data)[i], y = ((const g4_gguf_str *)b->arr_data)[i];
             if (x.len != y.len || memcmp(x.ptr, y.ptr, x.len)) return false;
         }
         return true;
@@ -65,159 +65,159 @@ static bool kv_equal(const gguf_kv *a, const gguf_kv *b) {
 static void test_writer(void) {
     char err[G4_ERR_LEN];
     const char *path = tmp_path("writer.gguf");
-    CHECK(gguf_writer_new(path, 48, err) == NULL && strstr(err, "power of two"), "alignment 48: %s", err);
+    CHECK(g4_gguf_writer_new(path, 48, err) == NULL && strstr(err, "power of two"), "alignment 48: %s", err);
 
-    gguf_writer *w = gguf_writer_new(path, 64, err);
+    g4_gguf_writer *w = g4_gguf_writer_new(path, 64, err);
     CHECK(w != NULL, "%s", err);
     if (!w) return;
     uint8_t u8 = 200; int8_t i8 = -100; uint16_t u16 = 60000; int16_t i16 = -30000;
     uint64_t u64 = (1ull << 40) + 3; int64_t i64 = -(1ll << 40); double f64 = 0.1; bool b = true;
-    CHECK(!gguf_writer_set(w, "t.u8", GGUF_TYPE_UINT8, &u8, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.i8", GGUF_TYPE_INT8, &i8, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.u16", GGUF_TYPE_UINT16, &u16, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.i16", GGUF_TYPE_INT16, &i16, err), "%s", err);
-    CHECK(!gguf_writer_set_u32(w, "t.u32", 4000000000u, err), "%s", err);
-    CHECK(!gguf_writer_set_i32(w, "t.i32", -2000000000, err), "%s", err);
-    CHECK(!gguf_writer_set_f32(w, "t.f32", 1.5f, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.bool", GGUF_TYPE_BOOL, &b, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.u64", GGUF_TYPE_UINT64, &u64, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.i64", GGUF_TYPE_INT64, &i64, err), "%s", err);
-    CHECK(!gguf_writer_set(w, "t.f64", GGUF_TYPE_FLOAT64, &f64, err), "%s", err);
-    CHECK(!gguf_writer_set_str(w, "t.str", "h\xC3\xA9llo \xE2\x96\x81 world", err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.u8", GGUF_TYPE_UINT8, &u8, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.i8", GGUF_TYPE_INT8, &i8, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.u16", GGUF_TYPE_UINT16, &u16, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.i16", GGUF_TYPE_INT16, &i16, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_u32(w, "t.u32", 4000000000u, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_i32(w, "t.i32", -2000000000, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_f32(w, "t.f32", 1.5f, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.bool", GGUF_TYPE_BOOL, &b, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.u64", GGUF_TYPE_UINT64, &u64, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.i64", GGUF_TYPE_INT64, &i64, err), "%s", err);
+    CHECK(!g4_gguf_writer_set(w, "t.f64", GGUF_TYPE_FLOAT64, &f64, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_str(w, "t.str", "h\xC3\xA9llo \xE2\x96\x81 world", err), "%s", err);
     const char *strs[] = {"a", "", "\xC3\xBCn\xC3\xAF", "x y"};
     const int32_t ints[] = {7, -8, 2147483647};
     const bool bools[] = {true, false, true, true, false};
     const float floats[] = {-1000.0f, 0.25f};
-    CHECK(!gguf_writer_set_arr(w, "t.astr", GGUF_TYPE_STRING, strs, 4, err), "%s", err);
-    CHECK(!gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 3, err), "%s", err);
-    CHECK(!gguf_writer_set_arr(w, "t.abool", GGUF_TYPE_BOOL, bools, 5, err), "%s", err);
-    CHECK(!gguf_writer_set_arr(w, "t.af32", GGUF_TYPE_FLOAT32, floats, 2, err), "%s", err);
-    CHECK(!gguf_writer_set_arr(w, "t.aempty", GGUF_TYPE_UINT8, NULL, 0, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_arr(w, "t.astr", GGUF_TYPE_STRING, strs, 4, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 3, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_arr(w, "t.abool", GGUF_TYPE_BOOL, bools, 5, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_arr(w, "t.af32", GGUF_TYPE_FLOAT32, floats, 2, err), "%s", err);
+    CHECK(!g4_gguf_writer_set_arr(w, "t.aempty", GGUF_TYPE_UINT8, NULL, 0, err), "%s", err);
 
     /* refused: duplicate / empty keys, nested arrays */
-    CHECK(gguf_writer_set_u32(w, "t.u32", 1, err) == -1 && strstr(err, "duplicate key 't.u32'") && strstr(err, path),
+    CHECK(g4_gguf_writer_set_u32(w, "t.u32", 1, err) == -1 && strstr(err, "duplicate key 't.u32'") && strstr(err, path),
           "duplicate key: %s", err);
-    CHECK(gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 1, err) == -1 && strstr(err, "duplicate"), "%s", err);
-    CHECK(gguf_writer_set_str(w, "", "x", err) == -1 && strstr(err, "empty"), "%s", err);
-    CHECK(gguf_writer_set_arr(w, "t.nested", GGUF_TYPE_ARRAY, ints, 1, err) == -1, "nested array accepted");
+    CHECK(g4_gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 1, err) == -1 && strstr(err, "duplicate"), "%s", err);
+    CHECK(g4_gguf_writer_set_str(w, "", "x", err) == -1 && strstr(err, "empty"), "%s", err);
+    CHECK(g4_gguf_writer_set_arr(w, "t.nested", GGUF_TYPE_ARRAY, ints, 1, err) == -1, "nested array accepted");
 
     /* tensors: sizes that need padding at alignment 64 */
     const int64_t ne_a[] = {3}, ne_b[] = {32, 2}, ne_c[] = {5, 1, 2}, ne_bad[] = {33, 2}, ne_neg[] = {4, -1};
-    CHECK(!gguf_writer_add_tensor(w, "a", G4_TYPE_F32, 1, ne_a, err), "%s", err);
-    CHECK(!gguf_writer_add_tensor(w, "b", G4_TYPE_Q8_0, 2, ne_b, err), "%s", err);
-    CHECK(!gguf_writer_add_tensor(w, "c", G4_TYPE_F16, 3, ne_c, err), "%s", err);
-    CHECK(gguf_writer_add_tensor(w, "b", G4_TYPE_F32, 1, ne_a, err) == -1 && strstr(err, "duplicate tensor 'b'"),
+    CHECK(!g4_gguf_writer_add_tensor(w, "a", G4_TYPE_F32, 1, ne_a, err), "%s", err);
+    CHECK(!g4_gguf_writer_add_tensor(w, "b", G4_TYPE_Q8_0, 2, ne_b, err), "%s", err);
+    CHECK(!g4_gguf_writer_add_tensor(w, "c", G4_TYPE_F16, 3, ne_c, err), "%s", err);
+    CHECK(g4_gguf_writer_add_tensor(w, "b", G4_TYPE_F32, 1, ne_a, err) == -1 && strstr(err, "duplicate tensor 'b'"),
           "duplicate tensor: %s", err);
-    CHECK(gguf_writer_add_tensor(w, "q", G4_TYPE_Q4_0, 2, ne_bad, err) == -1 && strstr(err, "block size"), "%s", err);
-    CHECK(gguf_writer_add_tensor(w, "q", G4_TYPE_F32, 2, ne_neg, err) == -1 && strstr(err, "not positive"), "%s", err);
-    CHECK(gguf_writer_add_tensor(w, "q", G4_TYPE_F32, 5, ne_a, err) == -1, "5 dims accepted");
-    CHECK(gguf_writer_add_tensor(w, "q", G4_TYPE_Q8_K, 1, ne_a, err) == -1, "q8_k weight accepted");
+    CHECK(g4_gguf_writer_add_tensor(w, "q", G4_TYPE_Q4_0, 2, ne_bad, err) == -1 && strstr(err, "block size"), "%s", err);
+    CHECK(g4_gguf_writer_add_tensor(w, "q", G4_TYPE_F32, 2, ne_neg, err) == -1 && strstr(err, "not positive"), "%s", err);
+    CHECK(g4_gguf_writer_add_tensor(w, "q", G4_TYPE_F32, 5, ne_a, err) == -1, "5 dims accepted");
+    CHECK(g4_gguf_writer_add_tensor(w, "q", G4_TYPE_Q8_K, 1, ne_a, err) == -1, "q8_k weight accepted");
     char long_name[80];
     memset(long_name, 'x', 64);
     long_name[64] = 0;
-    CHECK(gguf_writer_add_tensor(w, long_name, G4_TYPE_F32, 1, ne_a, err) == -1, "64-byte name accepted");
-    CHECK(gguf_writer_n_tensors(w) == 3, "n_tensors %lld", (long long)gguf_writer_n_tensors(w));
-    CHECK(gguf_writer_tensor_nbytes(w, 1) == 68, "q8_0 [32,2] bytes %llu", (unsigned long long)gguf_writer_tensor_nbytes(w, 1));
+    CHECK(g4_gguf_writer_add_tensor(w, long_name, G4_TYPE_F32, 1, ne_a, err) == -1, "64-byte name accepted");
+    CHECK(g4_gguf_writer_n_tensors(w) == 3, "n_tensors %lld", (long long)g4_gguf_writer_n_tensors(w));
+    CHECK(g4_gguf_writer_tensor_nbytes(w, 1) == 68, "q8_0 [32,2] bytes %llu", (unsigned long long)g4_gguf_writer_tensor_nbytes(w, 1));
 
     /* data in uneven pieces that straddle tensor boundaries */
     uint8_t data[12 + 68 + 20];
     for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 37 + 11);
     char partial[600];
     snprintf(partial, sizeof partial, "%s.partial-%d", path, (int)getpid());
-    CHECK(!gguf_writer_begin(w, err), "%s", err);
+    CHECK(!g4_gguf_writer_begin(w, err), "%s", err);
     CHECK(access(partial, F_OK) == 0 && access(path, F_OK) != 0, "written under a partial name until finished");
-    CHECK(gguf_writer_set_u32(w, "late", 1, err) == -1, "key accepted after begin");
-    CHECK(!gguf_writer_write(w, data, 7, err) && !gguf_writer_write(w, data + 7, 70, err) &&
-              !gguf_writer_write(w, data + 77, sizeof data - 77, err),
+    CHECK(g4_gguf_writer_set_u32(w, "late", 1, err) == -1, "key accepted after begin");
+    CHECK(!g4_gguf_writer_write(w, data, 7, err) && !g4_gguf_writer_write(w, data + 7, 70, err) &&
+              !g4_gguf_writer_write(w, data + 77, sizeof data - 77, err),
           "%s", err);
-    CHECK(gguf_writer_write(w, data, 1, err) == -1 && strstr(err, "more than declared"), "%s", err);
-    gguf_writer_free(w);
+    CHECK(g4_gguf_writer_write(w, data, 1, err) == -1 && strstr(err, "more than declared"), "%s", err);
+    g4_gguf_writer_free(w);
     CHECK(access(partial, F_OK) != 0 && access(path, F_OK) != 0, "a failed file was left behind");
 
     /* again, cleanly */
-    w = gguf_writer_new(path, 64, err);
-    gguf_writer_set_arr(w, "t.astr", GGUF_TYPE_STRING, strs, 4, err);
-    gguf_writer_set(w, "t.u8", GGUF_TYPE_UINT8, &u8, err);
-    gguf_writer_set(w, "t.i8", GGUF_TYPE_INT8, &i8, err);
-    gguf_writer_set(w, "t.u16", GGUF_TYPE_UINT16, &u16, err);
-    gguf_writer_set(w, "t.i16", GGUF_TYPE_INT16, &i16, err);
-    gguf_writer_set_u32(w, "t.u32", 4000000000u, err);
-    gguf_writer_set_i32(w, "t.i32", -2000000000, err);
-    gguf_writer_set_f32(w, "t.f32", 1.5f, err);
-    gguf_writer_set(w, "t.bool", GGUF_TYPE_BOOL, &b, err);
-    gguf_writer_set(w, "t.u64", GGUF_TYPE_UINT64, &u64, err);
-    gguf_writer_set(w, "t.i64", GGUF_TYPE_INT64, &i64, err);
-    gguf_writer_set(w, "t.f64", GGUF_TYPE_FLOAT64, &f64, err);
-    gguf_writer_set_str(w, "t.str", "h\xC3\xA9llo \xE2\x96\x81 world", err);
-    gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 3, err);
-    gguf_writer_set_arr(w, "t.abool", GGUF_TYPE_BOOL, bools, 5, err);
-    gguf_writer_set_arr(w, "t.af32", GGUF_TYPE_FLOAT32, floats, 2, err);
-    gguf_writer_add_tensor(w, "a", G4_TYPE_F32, 1, ne_a, err);
-    gguf_writer_add_tensor(w, "b", G4_TYPE_Q8_0, 2, ne_b, err);
-    gguf_writer_add_tensor(w, "c", G4_TYPE_F16, 3, ne_c, err);
-    CHECK(!gguf_writer_begin(w, err) && !gguf_writer_write(w, data, 50, err), "%s", err);
-    CHECK(gguf_writer_finish(w, err) == -1 && strstr(err, "tensor 'b' got 38 of its 68 bytes"), "short: %s", err);
-    gguf_writer_free(w);
+    w = g4_gguf_writer_new(path, 64, err);
+    g4_gguf_writer_set_arr(w, "t.astr", GGUF_TYPE_STRING, strs, 4, err);
+    g4_gguf_writer_set(w, "t.u8", GGUF_TYPE_UINT8, &u8, err);
+    g4_gguf_writer_set(w, "t.i8", GGUF_TYPE_INT8, &i8, err);
+    g4_gguf_writer_set(w, "t.u16", GGUF_TYPE_UINT16, &u16, err);
+    g4_gguf_writer_set(w, "t.i16", GGUF_TYPE_INT16, &i16, err);
+    g4_gguf_writer_set_u32(w, "t.u32", 4000000000u, err);
+    g4_gguf_writer_set_i32(w, "t.i32", -2000000000, err);
+    g4_gguf_writer_set_f32(w, "t.f32", 1.5f, err);
+    g4_gguf_writer_set(w, "t.bool", GGUF_TYPE_BOOL, &b, err);
+    g4_gguf_writer_set(w, "t.u64", GGUF_TYPE_UINT64, &u64, err);
+    g4_gguf_writer_set(w, "t.i64", GGUF_TYPE_INT64, &i64, err);
+    g4_gguf_writer_set(w, "t.f64", GGUF_TYPE_FLOAT64, &f64, err);
+    g4_gguf_writer_set_str(w, "t.str", "h\xC3\xA9llo \xE2\x96\x81 world", err);
+    g4_gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 3, err);
+    g4_gguf_writer_set_arr(w, "t.abool", GGUF_TYPE_BOOL, bools, 5, err);
+    g4_gguf_writer_set_arr(w, "t.af32", GGUF_TYPE_FLOAT32, floats, 2, err);
+    g4_gguf_writer_add_tensor(w, "a", G4_TYPE_F32, 1, ne_a, err);
+    g4_gguf_writer_add_tensor(w, "b", G4_TYPE_Q8_0, 2, ne_b, err);
+    g4_gguf_writer_add_tensor(w, "c", G4_TYPE_F16, 3, ne_c, err);
+    CHECK(!g4_gguf_writer_begin(w, err) && !g4_gguf_writer_write(w, data, 50, err), "%s", err);
+    CHECK(g4_gguf_writer_finish(w, err) == -1 && strstr(err, "tensor 'b' got 38 of its 68 bytes"), "short: %s", err);
+    g4_gguf_writer_free(w);
     CHECK(access(partial, F_OK) != 0 && access(path, F_OK) != 0, "an unfinished file was left behind");
 
-    w = gguf_writer_new(path, 64, err);
-    gguf_writer_set_arr(w, "t.astr", GGUF_TYPE_STRING, strs, 4, err);
-    gguf_writer_set(w, "t.u8", GGUF_TYPE_UINT8, &u8, err);
-    gguf_writer_set(w, "t.i8", GGUF_TYPE_INT8, &i8, err);
-    gguf_writer_set(w, "t.u16", GGUF_TYPE_UINT16, &u16, err);
-    gguf_writer_set(w, "t.i16", GGUF_TYPE_INT16, &i16, err);
-    gguf_writer_set_u32(w, "t.u32", 4000000000u, err);
-    gguf_writer_set_i32(w, "t.i32", -2000000000, err);
-    gguf_writer_set_f32(w, "t.f32", 1.5f, err);
-    gguf_writer_set(w, "t.bool", GGUF_TYPE_BOOL, &b, err);
-    gguf_writer_set(w, "t.u64", GGUF_TYPE_UINT64, &u64, err);
-    gguf_writer_set(w, "t.i64", GGUF_TYPE_INT64, &i64, err);
-    gguf_writer_set(w, "t.f64", GGUF_TYPE_FLOAT64, &f64, err);
-    gguf_writer_set_str(w, "t.str", "h\xC3\xA9llo \xE2\x96\x81 world", err);
-    gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 3, err);
-    gguf_writer_set_arr(w, "t.abool", GGUF_TYPE_BOOL, bools, 5, err);
-    gguf_writer_set_arr(w, "t.af32", GGUF_TYPE_FLOAT32, floats, 2, err);
-    gguf_writer_add_tensor(w, "a", G4_TYPE_F32, 1, ne_a, err);
-    gguf_writer_add_tensor(w, "b", G4_TYPE_Q8_0, 2, ne_b, err);
-    gguf_writer_add_tensor(w, "c", G4_TYPE_F16, 3, ne_c, err);
-    CHECK(!gguf_writer_begin(w, err) && !gguf_writer_write(w, data, sizeof data, err) && !gguf_writer_finish(w, err),
+    w = g4_gguf_writer_new(path, 64, err);
+    g4_gguf_writer_set_arr(w, "t.astr", GGUF_TYPE_STRING, strs, 4, err);
+    g4_gguf_writer_set(w, "t.u8", GGUF_TYPE_UINT8, &u8, err);
+    g4_gguf_writer_set(w, "t.i8", GGUF_TYPE_INT8, &i8, err);
+    g4_gguf_writer_set(w, "t.u16", GGUF_TYPE_UINT16, &u16, err);
+    g4_gguf_writer_set(w, "t.i16", GGUF_TYPE_INT16, &i16, err);
+    g4_gguf_writer_set_u32(w, "t.u32", 4000000000u, err);
+    g4_gguf_writer_set_i32(w, "t.i32", -2000000000, err);
+    g4_gguf_writer_set_f32(w, "t.f32", 1.5f, err);
+    g4_gguf_writer_set(w, "t.bool", GGUF_TYPE_BOOL, &b, err);
+    g4_gguf_writer_set(w, "t.u64", GGUF_TYPE_UINT64, &u64, err);
+    g4_gguf_writer_set(w, "t.i64", GGUF_TYPE_INT64, &i64, err);
+    g4_gguf_writer_set(w, "t.f64", GGUF_TYPE_FLOAT64, &f64, err);
+    g4_gguf_writer_set_str(w, "t.str", "h\xC3\xA9llo \xE2\x96\x81 world", err);
+    g4_gguf_writer_set_arr(w, "t.ai32", GGUF_TYPE_INT32, ints, 3, err);
+    g4_gguf_writer_set_arr(w, "t.abool", GGUF_TYPE_BOOL, bools, 5, err);
+    g4_gguf_writer_set_arr(w, "t.af32", GGUF_TYPE_FLOAT32, floats, 2, err);
+    g4_gguf_writer_add_tensor(w, "a", G4_TYPE_F32, 1, ne_a, err);
+    g4_gguf_writer_add_tensor(w, "b", G4_TYPE_Q8_0, 2, ne_b, err);
+    g4_gguf_writer_add_tensor(w, "c", G4_TYPE_F16, 3, ne_c, err);
+    CHECK(!g4_gguf_writer_begin(w, err) && !g4_gguf_writer_write(w, data, sizeof data, err) && !g4_gguf_writer_finish(w, err),
           "%s", err);
-    gguf_writer_free(w);
+    g4_gguf_writer_free(w);
     CHECK(access(partial, F_OK) != 0, "partial file left after finish");
 
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     CHECK(f != NULL, "read back: %s", err);
     if (!f) return;
-    CHECK(gguf_n_kv(f) == 17, "n_kv %lld (16 + general.alignment)", (long long)gguf_n_kv(f));
-    CHECK(gguf_alignment(f) == 64, "alignment %llu", (unsigned long long)gguf_alignment(f));
+    CHECK(g4_gguf_n_kv(f) == 17, "n_kv %lld (16 + general.alignment)", (long long)g4_gguf_n_kv(f));
+    CHECK(g4_gguf_alignment(f) == 64, "alignment %llu", (unsigned long long)g4_gguf_alignment(f));
     uint32_t u32v = 0;
     int32_t i32v = 0;
     float f32v = 0;
     bool bv = false;
-    gguf_str sv = {0};
-    CHECK(!gguf_get_u32(f, "general.alignment", &u32v, err) && u32v == 64, "general.alignment %u", u32v);
-    CHECK(!gguf_get_u32(f, "t.u32", &u32v, err) && u32v == 4000000000u, "u32 %u", u32v);
-    CHECK(!gguf_get_i32(f, "t.i32", &i32v, err) && i32v == -2000000000, "i32 %d", i32v);
-    CHECK(!gguf_get_f32(f, "t.f32", &f32v, err) && f32v == 1.5f, "f32 %g", f32v);
-    CHECK(!gguf_get_bool(f, "t.bool", &bv, err) && bv, "bool");
-    CHECK(!gguf_get_str(f, "t.str", &sv, err) && str_eq(sv, "h\xC3\xA9llo \xE2\x96\x81 world"), "str");
-    CHECK(gguf_get_u32(f, "t.i32", &u32v, err) == GGUF_ETYPE, "i32 read as u32");
-    const gguf_kv *kv;
-    CHECK((kv = gguf_find_kv(f, "t.u8")) && kv->type == GGUF_TYPE_UINT8 && kv->val.u64 == 200, "u8");
-    CHECK((kv = gguf_find_kv(f, "t.i8")) && kv->type == GGUF_TYPE_INT8 && kv->val.i64 == -100, "i8");
-    CHECK((kv = gguf_find_kv(f, "t.u16")) && kv->type == GGUF_TYPE_UINT16 && kv->val.u64 == 60000, "u16");
-    CHECK((kv = gguf_find_kv(f, "t.i16")) && kv->type == GGUF_TYPE_INT16 && kv->val.i64 == -30000, "i16");
-    CHECK((kv = gguf_find_kv(f, "t.u64")) && kv->type == GGUF_TYPE_UINT64 && kv->val.u64 == u64, "u64");
-    CHECK((kv = gguf_find_kv(f, "t.i64")) && kv->type == GGUF_TYPE_INT64 && kv->val.i64 == i64, "i64");
-    CHECK((kv = gguf_find_kv(f, "t.f64")) && kv->type == GGUF_TYPE_FLOAT64 && kv->val.f64 == 0.1, "f64");
-    CHECK(gguf_kv_at(f, 0) && !strcmp(gguf_kv_at(f, 0)->key, "general.alignment"), "alignment key first");
+    g4_gguf_str sv = {0};
+    CHECK(!g4_gguf_get_u32(f, "general.alignment", &u32v, err) && u32v == 64, "general.alignment %u", u32v);
+    CHECK(!g4_gguf_get_u32(f, "t.u32", &u32v, err) && u32v == 4000000000u, "u32 %u", u32v);
+    CHECK(!g4_gguf_get_i32(f, "t.i32", &i32v, err) && i32v == -2000000000, "i32 %d", i32v);
+    CHECK(!g4_gguf_get_f32(f, "t.f32", &f32v, err) && f32v == 1.5f, "f32 %g", f32v);
+    CHECK(!g4_gguf_get_bool(f, "t.bool", &bv, err) && bv, "bool");
+    CHECK(!g4_gguf_get_str(f, "t.str", &sv, err) && str_eq(sv, "h\xC3\xA9llo \xE2\x96\x81 world"), "str");
+    CHECK(g4_gguf_get_u32(f, "t.i32", &u32v, err) == GGUF_ETYPE, "i32 read as u32");
+    const g4_gguf_kv *kv;
+    CHECK((kv = g4_gguf_find_kv(f, "t.u8")) && kv->type == GGUF_TYPE_UINT8 && kv->val.u64 == 200, "u8");
+    CHECK((kv = g4_gguf_find_kv(f, "t.i8")) && kv->type == GGUF_TYPE_INT8 && kv->val.i64 == -100, "i8");
+    CHECK((kv = g4_gguf_find_kv(f, "t.u16")) && kv->type == GGUF_TYPE_UINT16 && kv->val.u64 == 60000, "u16");
+    CHECK((kv = g4_gguf_find_kv(f, "t.i16")) && kv->type == GGUF_TYPE_INT16 && kv->val.i64 == -30000, "i16");
+    CHECK((kv = g4_gguf_find_kv(f, "t.u64")) && kv->type == GGUF_TYPE_UINT64 && kv->val.u64 == u64, "u64");
+    CHECK((kv = g4_gguf_find_kv(f, "t.i64")) && kv->type == GGUF_TYPE_INT64 && kv->val.i64 == i64, "i64");
+    CHECK((kv = g4_gguf_find_kv(f, "t.f64")) && kv->type == GGUF_TYPE_FLOAT64 && kv->val.f64 == 0.1, "f64");
+    CHECK(g4_gguf_kv_at(f, 0) && !strcmp(g4_gguf_kv_at(f, 0)->key, "general.alignment"), "alignment key first");
     const void *arr;
     uint64_t n = 0;
-    CHECK(!gguf_get_arr(f, "t.astr", GGUF_TYPE_STRING, &arr, &n, err) && n == 4, "string array n %llu", (unsigned long long)n);
-    for (uint64_t i = 0; i < n && i < 4; i++) CHECK(str_eq(((const gguf_str *)arr)[i], strs[i]), "string %llu", (unsigned long long)i);
-    CHECK(!gguf_get_arr(f, "t.ai32", GGUF_TYPE_INT32, &arr, &n, err) && n == 3 && !memcmp(arr, ints, sizeof ints), "i32 array");
-    CHECK(!gguf_get_arr(f, "t.af32", GGUF_TYPE_FLOAT32, &arr, &n, err) && n == 2 && !memcmp(arr, floats, sizeof floats), "f32 array");
-    CHECK(!gguf_get_arr(f, "t.abool", GGUF_TYPE_BOOL, &arr, &n, err) && n == 5, "bool array");
+    CHECK(!g4_gguf_get_arr(f, "t.astr", GGUF_TYPE_STRING, &arr, &n, err) && n == 4, "string array n %llu", (unsigned long long)n);
+    for (uint64_t i = 0; i < n && i < 4; i++) CHECK(str_eq(((const g4_gguf_str *)arr)[i], strs[i]), "string %llu", (unsigned long long)i);
+    CHECK(!g4_gguf_get_arr(f, "t.ai32", GGUF_TYPE_INT32, &arr, &n, err) && n == 3 && !memcmp(arr, ints, sizeof ints), "i32 array");
+    CHECK(!g4_gguf_get_arr(f, "t.af32", GGUF_TYPE_FLOAT32, &arr, &n, err) && n == 2 && !memcmp(arr, floats, sizeof floats), "f32 array");
+    CHECK(!g4_gguf_get_arr(f, "t.abool", GGUF_TYPE_BOOL, &arr, &n, err) && n == 5, "bool array");
     for (uint64_t i = 0; i < n && i < 5; i++) CHECK(((const uint8_t *)arr)[i] == bools[i], "bool %llu", (unsigned long long)i);
 
     /* layout: data section and every tensor at a multiple of 64, zero padding,
@@ -225,12 +225,12 @@ static void test_writer(void) {
     const uint64_t expect_off[] = {0, 64, 192}, expect_bytes[] = {12, 68, 20};
     size_t fsize = 0;
     uint8_t *raw = (uint8_t *)read_file(path, &fsize);
-    uint64_t base = gguf_data_offset(f);
+    uint64_t base = g4_gguf_data_offset(f);
     CHECK(base % 64 == 0, "data offset %llu", (unsigned long long)base);
-    CHECK(gguf_n_tensors(f) == 3 && fsize == base + 192 + 64, "tensors %lld, size %zu", (long long)gguf_n_tensors(f), fsize);
+    CHECK(g4_gguf_n_tensors(f) == 3 && fsize == base + 192 + 64, "tensors %lld, size %zu", (long long)g4_gguf_n_tensors(f), fsize);
     const uint8_t *src = data;
-    for (int64_t i = 0; i < gguf_n_tensors(f) && i < 3 && raw; i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && i < 3 && raw; i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         CHECK(t->offset == expect_off[i] && t->nbytes == expect_bytes[i], "%s at %llu, %llu bytes", t->name,
               (unsigned long long)t->offset, (unsigned long long)t->nbytes);
         CHECK(!memcmp(t->data, src, t->nbytes), "%s data", t->name);
@@ -240,10 +240,10 @@ static void test_writer(void) {
         CHECK(zero, "padding after %s not zero", t->name);
         src += t->nbytes;
     }
-    const gguf_tensor *c = gguf_find_tensor(f, "c");
+    const g4_gguf_tensor *c = g4_gguf_find_tensor(f, "c");
     CHECK(c && c->n_dims == 3 && c->ne[0] == 5 && c->ne[1] == 1 && c->ne[2] == 2 && c->type == G4_TYPE_F16, "c shape");
     free(raw);
-    gguf_close(f);
+    g4_gguf_close(f);
     unlink(path);
 }
 
@@ -259,14 +259,14 @@ static const struct {
 
 /* Every tensor: shape and type as the shape's rule says, bytes as the
  * generator produces them again in memory. */
-static void check_tensors_regenerate(const gguf_file *f, const g4_shape *s, enum g4_type type, uint64_t seed,
+static void check_tensors_regenerate(const g4_gguf_file *f, const g4_shape *s, enum g4_type type, uint64_t seed,
                                      const char *what) {
     int n = 0;
     g4_tensor_spec *ts = g4_shape_tensors(s, &n);
-    CHECK(gguf_n_tensors(f) == n, "%s: %lld tensors, shape says %d", what, (long long)gguf_n_tensors(f), n);
+    CHECK(g4_gguf_n_tensors(f) == n, "%s: %lld tensors, shape says %d", what, (long long)g4_gguf_n_tensors(f), n);
     int bad = 0;
-    for (int i = 0; i < n && i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (int i = 0; i < n && i < g4_gguf_n_tensors(f); i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         enum g4_type tt = g4_shape_tensor_type(&ts[i], type);
         bool same = !strcmp(t->name, ts[i].name) && t->n_dims == ts[i].n_dims && t->type == (uint32_t)tt;
         for (int d = 0; d < 4; d++) same = same && t->ne[d] == ts[i].ne[d];
@@ -285,7 +285,7 @@ static void check_tensors_regenerate(const gguf_file *f, const g4_shape *s, enum
 }
 
 /* The tensor list of the fixture in manifest.json: names, ne, and (f32) type. */
-static void check_manifest(const gguf_file *f, const g4_json *manifest, const char *fixture_name, bool f32,
+static void check_manifest(const g4_gguf_file *f, const g4_json *manifest, const char *fixture_name, bool f32,
                            const char *what) {
     const g4_json *models = g4_json_get(manifest, "models"), *m = NULL;
     for (size_t i = 0; models && i < models->len; i++) {
@@ -293,11 +293,11 @@ static void check_manifest(const gguf_file *f, const g4_json *manifest, const ch
         if (name && name->str && !strcmp(name->str, fixture_name)) m = &models->items[i];
     }
     const g4_json *list = g4_json_get(m, "tensors");
-    CHECK(list && list->type == G4_JSON_ARRAY && (int64_t)list->len == gguf_n_tensors(f), "%s: manifest has %zu tensors",
+    CHECK(list && list->type == G4_JSON_ARRAY && (int64_t)list->len == g4_gguf_n_tensors(f), "%s: manifest has %zu tensors",
           what, list ? list->len : 0);
     int bad = 0;
-    for (size_t i = 0; list && i < list->len && (int64_t)i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, (int64_t)i);
+    for (size_t i = 0; list && i < list->len && (int64_t)i < g4_gguf_n_tensors(f); i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, (int64_t)i);
         const g4_json *name = g4_json_get(&list->items[i], "name"), *ne = g4_json_get(&list->items[i], "ne"),
                          *ty = g4_json_get(&list->items[i], "type");
         bool same = name && name->str && !strcmp(name->str, t->name) && ne && ne->len == t->n_dims;
@@ -311,10 +311,10 @@ static void check_manifest(const gguf_file *f, const g4_json *manifest, const ch
 /* The fixture model written by the reference generator: same model keys,
  * same tokenizer keys (types, special ids, the fixed ids 0..287), and
  * bit-identical tensor data. */
-static void check_against_fixture(const gguf_file *f, const gguf_file *fx, const char *what) {
+static void check_against_fixture(const g4_gguf_file *f, const g4_gguf_file *fx, const char *what) {
     int n_model_keys = 0, n_fixture_model_keys = 0;
-    for (int64_t i = 0; i < gguf_n_kv(fx); i++) {
-        const gguf_kv *a = gguf_kv_at(fx, i), *b = gguf_find_kv(f, a->key);
+    for (int64_t i = 0; i < g4_gguf_n_kv(fx); i++) {
+        const g4_gguf_kv *a = g4_gguf_kv_at(fx, i), *b = g4_gguf_find_kv(f, a->key);
         if (!strcmp(a->key, "general.name")) continue;
         if (strncmp(a->key, "tokenizer.", 10)) {
             n_fixture_model_keys++;
@@ -325,21 +325,21 @@ static void check_against_fixture(const gguf_file *f, const gguf_file *fx, const
             CHECK(b && b->type == a->type && b->arr_type == a->arr_type, "%s: key %s type differs", what, a->key);
         }
     }
-    for (int64_t i = 0; i < gguf_n_kv(f); i++)
-        n_model_keys += strncmp(gguf_kv_at(f, i)->key, "tokenizer.", 10) && strcmp(gguf_kv_at(f, i)->key, "general.name");
+    for (int64_t i = 0; i < g4_gguf_n_kv(f); i++)
+        n_model_keys += strncmp(g4_gguf_kv_at(f, i)->key, "tokenizer.", 10) && strcmp(g4_gguf_kv_at(f, i)->key, "general.name");
     CHECK(n_model_keys == n_fixture_model_keys, "%s: %d model keys, fixture %d", what, n_model_keys, n_fixture_model_keys);
 
     const void *ta, *tb, *ya, *yb;
     uint64_t na = 0, nb = 0;
     char err[G4_ERR_LEN];
-    if (!gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &ta, &na, err) &&
-        !gguf_get_arr(fx, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tb, &nb, err) &&
-        !gguf_get_arr(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &ya, &na, err) &&
-        !gguf_get_arr(fx, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &yb, &nb, err)) {
+    if (!g4_gguf_get_arr(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &ta, &na, err) &&
+        !g4_gguf_get_arr(fx, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tb, &nb, err) &&
+        !g4_gguf_get_arr(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &ya, &na, err) &&
+        !g4_gguf_get_arr(fx, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &yb, &nb, err)) {
         CHECK(na == nb, "%s: %llu tokens, fixture %llu", what, (unsigned long long)na, (unsigned long long)nb);
         bool same = na >= G4_SYNTH_VOCAB_MIN && nb >= G4_SYNTH_VOCAB_MIN;
         for (int i = 0; same && i < G4_SYNTH_VOCAB_MIN; i++) {
-            gguf_str x = ((const gguf_str *)ta)[i], y = ((const gguf_str *)tb)[i];
+            g4_gguf_str x = ((const g4_gguf_str *)ta)[i], y = ((const g4_gguf_str *)tb)[i];
             same = x.len == y.len && !memcmp(x.ptr, y.ptr, x.len) && ((const int32_t *)ya)[i] == ((const int32_t *)yb)[i];
         }
         CHECK(same, "%s: tokens 0..%d differ from the fixture vocabulary", what, G4_SYNTH_VOCAB_MIN - 1);
@@ -348,15 +348,15 @@ static void check_against_fixture(const gguf_file *f, const gguf_file *fx, const
     }
 
     int bad = 0;
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i), *u = gguf_find_tensor(fx, t->name);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f); i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i), *u = g4_gguf_find_tensor(fx, t->name);
         bool same = u && u->type == t->type && u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes);
         if (!same && bad++ < 3) CHECK(same, "%s: tensor '%s' bytes differ from the fixture", what, t->name);
     }
     CHECK(bad == 0, "%s: %d tensors differ from the fixture", what, bad);
 }
 
-static void check_vocab(const gguf_file *f, const char *what) {
+static void check_vocab(const g4_gguf_file *f, const char *what) {
     char err[G4_ERR_LEN];
     g4_vocab *v = g4_vocab_load(f, err);
     CHECK(v != NULL, "%s: vocab: %s", what, err);
@@ -401,18 +401,18 @@ static void test_tiny_models(void) {
                 CHECK(0, "%s: %s", what, err);
                 continue;
             }
-            gguf_file *f = gguf_open(path, err);
+            g4_gguf_file *f = g4_gguf_open(path, err);
             CHECK(f != NULL, "%s: read back: %s", what, err);
             if (!f) continue;
             check_tensors_regenerate(f, &s, types[k].type, s.seed, what);
             check_manifest(f, manifest, fixture_name, types[k].type == G4_TYPE_F32, what);
             snprintf(fx_path, sizeof fx_path, "%s/models/%s.gguf", test_fixtures_dir(), fixture_name);
-            gguf_file *fx = gguf_open(fx_path, err);
+            g4_gguf_file *fx = g4_gguf_open(fx_path, err);
             CHECK(fx != NULL, "%s: fixture: %s", what, err);
             if (fx) check_against_fixture(f, fx, what);
             if (types[k].type == G4_TYPE_Q4_0) check_vocab(f, what);
-            gguf_close(fx);
-            gguf_close(f);
+            g4_gguf_close(fx);
+            g4_gguf_close(f);
             unlink(path);
         }
     }
@@ -443,10 +443,10 @@ static void test_deterministic(void) {
     x = read_file(a, &na);
     y = read_file(b, &nb);
     CHECK(x && y && na == nb && !memcmp(x, y, na), "two fast runs differ");
-    gguf_file *f = gguf_open(a, err);
+    g4_gguf_file *f = g4_gguf_open(a, err);
     CHECK(f != NULL, "%s", err);
     if (f) check_tensors_regenerate(f, &s, G4_TYPE_Q4_0, 7, "fast tiny-moe q4_0");
-    gguf_close(f);
+    g4_gguf_close(f);
     free(x);
     free(y);
     unlink(a);
@@ -590,16 +590,16 @@ static void test_real_vocab(void) {
     free(sorted);
 
     const char *path = tmp_path("vocab.gguf");
-    gguf_writer *w = gguf_writer_new(path, 0, err);
-    CHECK(w && !gguf_writer_set_str(w, "general.architecture", "gemma4", err) && !g4_synth_vocab_write(&v, w, err) &&
-              !gguf_writer_begin(w, err) && !gguf_writer_finish(w, err),
+    g4_gguf_writer *w = g4_gguf_writer_new(path, 0, err);
+    CHECK(w && !g4_gguf_writer_set_str(w, "general.architecture", "gemma4", err) && !g4_synth_vocab_write(&v, w, err) &&
+              !g4_gguf_writer_begin(w, err) && !g4_gguf_writer_finish(w, err),
           "%s", err);
-    gguf_writer_free(w);
+    g4_gguf_writer_free(w);
     g4_synth_vocab_free(&v);
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     CHECK(f != NULL, "%s", err);
     if (f) check_vocab(f, "real-size vocab");
-    gguf_close(f);
+    g4_gguf_close(f);
     unlink(path);
 }
 
@@ -615,14 +615,14 @@ static void test_cli(void) {
     CHECK(cmd_mkmodel(1, no_out) != 0, "no -o");
     CHECK(cmd_mkmodel(11, ok) == 0, "tiny-dense q8_0");
     char err[G4_ERR_LEN];
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     uint32_t n_layer = 0, ftype = 0;
-    CHECK(f && !gguf_get_u32(f, "gemma4.block_count", &n_layer, err) && n_layer == 2 &&
-              !gguf_get_u32(f, "general.file_type", &ftype, err) && ftype == 7,
+    CHECK(f && !g4_gguf_get_u32(f, "gemma4.block_count", &n_layer, err) && n_layer == 2 &&
+              !g4_gguf_get_u32(f, "general.file_type", &ftype, err) && ftype == 7,
           "cli file: layers %u, file_type %u", n_layer, ftype);
-    const gguf_tensor *t = f ? gguf_find_tensor(f, "blk.1.attn_q.weight") : NULL;
+    const g4_gguf_tensor *t = f ? g4_gguf_find_tensor(f, "blk.1.attn_q.weight") : NULL;
     CHECK(t && t->type == G4_TYPE_Q8_0, "attn_q type");
-    gguf_close(f);
+    g4_gguf_close(f);
     unlink(path);
 }
 

@@ -15,45 +15,45 @@ typedef struct edit {
     const char *drop_key;    /* leave this key out */
     const char *drop_tensor; /* leave this tensor out */
     const char *key;         /* replace this key's value ... */
-    enum gguf_value_type type; /* ... by a scalar of this type */
+    enum g4_gguf_value_type type; /* ... by a scalar of this type */
     double value;            /* numbers */
     const char *str;         /* strings */
 } edit;
 
-static int copy_kv(gguf_writer *w, const gguf_kv *kv, char *err) {
+static int copy_kv(g4_gguf_writer *w, const g4_gguf_kv *kv, char *err) {
     if (kv->type == GGUF_TYPE_ARRAY) {
-        if (kv->arr_type != GGUF_TYPE_STRING) return gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
-        const gguf_str *s = kv->arr_data;
+        if (kv->arr_type != GGUF_TYPE_STRING) return g4_gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
+        const g4_gguf_str *s = kv->arr_data;
         char **strs = calloc(kv->arr_n, sizeof *strs);
         int rc = strs ? 0 : -1;
         for (uint64_t i = 0; i < kv->arr_n && !rc; i++)
             if (!(strs[i] = strndup(s[i].ptr, s[i].len))) rc = -1;
-        if (!rc) rc = gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, (const char *const *)strs, kv->arr_n, err);
+        if (!rc) rc = g4_gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, (const char *const *)strs, kv->arr_n, err);
         for (uint64_t i = 0; strs && i < kv->arr_n; i++) free(strs[i]);
         free(strs);
         return rc;
     }
     if (kv->type == GGUF_TYPE_STRING) {
         char *s = strndup(kv->val.str.ptr, kv->val.str.len);
-        int rc = s ? gguf_writer_set_str(w, kv->key, s, err) : -1;
+        int rc = s ? g4_gguf_writer_set_str(w, kv->key, s, err) : -1;
         free(s);
         return rc;
     }
     switch (kv->type) {
-    case GGUF_TYPE_UINT32: return gguf_writer_set_u32(w, kv->key, (uint32_t)kv->val.u64, err);
-    case GGUF_TYPE_INT32: return gguf_writer_set_i32(w, kv->key, (int32_t)kv->val.i64, err);
-    case GGUF_TYPE_FLOAT32: return gguf_writer_set_f32(w, kv->key, (float)kv->val.f64, err);
-    case GGUF_TYPE_BOOL: return gguf_writer_set_bool(w, kv->key, kv->val.b, err);
-    default: snprintf(err, G4_ERR_LEN, "test: key %s of type %s not copied", kv->key, gguf_type_name(kv->type)); return -1;
+    case GGUF_TYPE_UINT32: return g4_gguf_writer_set_u32(w, kv->key, (uint32_t)kv->val.u64, err);
+    case GGUF_TYPE_INT32: return g4_gguf_writer_set_i32(w, kv->key, (int32_t)kv->val.i64, err);
+    case GGUF_TYPE_FLOAT32: return g4_gguf_writer_set_f32(w, kv->key, (float)kv->val.f64, err);
+    case GGUF_TYPE_BOOL: return g4_gguf_writer_set_bool(w, kv->key, kv->val.b, err);
+    default: snprintf(err, G4_ERR_LEN, "test: key %s of type %s not copied", kv->key, g4_gguf_type_name(kv->type)); return -1;
     }
 }
 
-static int set_edited(gguf_writer *w, const edit *e, char *err) {
+static int set_edited(g4_gguf_writer *w, const edit *e, char *err) {
     switch (e->type) {
-    case GGUF_TYPE_UINT32: return gguf_writer_set_u32(w, e->key, (uint32_t)e->value, err);
-    case GGUF_TYPE_INT32: return gguf_writer_set_i32(w, e->key, (int32_t)e->value, err);
-    case GGUF_TYPE_FLOAT32: return gguf_writer_set_f32(w, e->key, (float)e->value, err);
-    case GGUF_TYPE_STRING: return gguf_writer_set_str(w, e->key, e->str, err);
+    case GGUF_TYPE_UINT32: return g4_gguf_writer_set_u32(w, e->key, (uint32_t)e->value, err);
+    case GGUF_TYPE_INT32: return g4_gguf_writer_set_i32(w, e->key, (int32_t)e->value, err);
+    case GGUF_TYPE_FLOAT32: return g4_gguf_writer_set_f32(w, e->key, (float)e->value, err);
+    case GGUF_TYPE_STRING: return g4_gguf_writer_set_str(w, e->key, e->str, err);
     default: return -1;
     }
 }
@@ -61,29 +61,29 @@ static int set_edited(gguf_writer *w, const edit *e, char *err) {
 /* Copies src to dst with edit e applied. */
 static int rewrite(const char *src, const char *dst, const edit *e) {
     char err[G4_ERR_LEN];
-    gguf_file *f = gguf_open(src, err);
-    gguf_writer *w = f ? gguf_writer_new(dst, 0, err) : NULL;
+    g4_gguf_file *f = g4_gguf_open(src, err);
+    g4_gguf_writer *w = f ? g4_gguf_writer_new(dst, 0, err) : NULL;
     int rc = w ? 0 : -1;
-    for (int64_t i = 0; i < gguf_n_kv(f) && !rc; i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    for (int64_t i = 0; i < g4_gguf_n_kv(f) && !rc; i++) {
+        const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
         if (!strcmp(kv->key, "general.alignment") || (e->drop_key && !strcmp(kv->key, e->drop_key))) continue;
         rc = e->key && !strcmp(kv->key, e->key) ? set_edited(w, e, err) : copy_kv(w, kv, err);
     }
-    for (int64_t i = 0; i < gguf_n_tensors(f) && !rc; i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         if (e->drop_tensor && !strcmp(t->name, e->drop_tensor)) continue;
-        rc = gguf_writer_add_tensor(w, t->name, (enum g4_type)t->type, t->n_dims, t->ne, err);
+        rc = g4_gguf_writer_add_tensor(w, t->name, (enum g4_type)t->type, t->n_dims, t->ne, err);
     }
-    rc = rc ? rc : gguf_writer_begin(w, err);
-    for (int64_t i = 0; i < gguf_n_tensors(f) && !rc; i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    rc = rc ? rc : g4_gguf_writer_begin(w, err);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         if (e->drop_tensor && !strcmp(t->name, e->drop_tensor)) continue;
-        rc = gguf_writer_write(w, t->data, t->nbytes, err);
+        rc = g4_gguf_writer_write(w, t->data, t->nbytes, err);
     }
-    rc = rc ? rc : gguf_writer_finish(w, err);
+    rc = rc ? rc : g4_gguf_writer_finish(w, err);
     if (rc) fprintf(stderr, "rewrite %s: %s\n", src, err);
-    gguf_writer_free(w);
-    gguf_close(f);
+    g4_gguf_writer_free(w);
+    g4_gguf_close(f);
     return rc;
 }
 

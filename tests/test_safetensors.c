@@ -35,24 +35,24 @@ static void test_read(void) {
                       "\"i\":{\"dtype\":\"I64\",\"shape\":[0],\"data_offsets\":[25,25]}}  ";
     size_t n = build(buf, hdr, data, 25, 0);
     char err[G4_ERR_LEN];
-    safetensors *st = safetensors_open_memory(buf, n, "mem", err);
+    safetensors *st = g4_safetensors_open_memory(buf, n, "mem", err);
     CHECK(st != NULL, "valid file: %s", st ? "" : err);
     if (!st) return;
-    CHECK(safetensors_n_tensors(st) == 4, "4 tensors (metadata skipped)");
-    const safetensors_tensor *a = safetensors_find(st, "a"), *b = safetensors_find(st, "b"), *c = safetensors_find(st, "c");
-    const safetensors_tensor *i = safetensors_find(st, "i");
+    CHECK(g4_safetensors_n_tensors(st) == 4, "4 tensors (metadata skipped)");
+    const g4_safetensors_tensor *a = g4_safetensors_find(st, "a"), *b = g4_safetensors_find(st, "b"), *c = g4_safetensors_find(st, "c");
+    const g4_safetensors_tensor *i = g4_safetensors_find(st, "i");
     CHECK(a && a->n_dims == 2 && a->shape[0] == 2 && a->shape[1] == 2 && a->type == G4_TYPE_F32 && a->nbytes == 16, "a");
     CHECK(b && b->n_elems == 3 && b->type == G4_TYPE_BF16 && c && c->type == G4_TYPE_F16, "b, c");
     CHECK(i && !i->is_float && !strcmp(i->dtype, "I64") && i->nbytes == 0, "empty I64 tensor listed, not float");
     float out[4];
-    if (a) safetensors_read_f32(a, 1, 3, out);
+    if (a) g4_safetensors_read_f32(a, 1, 3, out);
     CHECK(out[0] == 2 && out[2] == 4, "F32 values");
-    if (b) safetensors_read_f32(b, 0, 3, out);
+    if (b) g4_safetensors_read_f32(b, 0, 3, out);
     CHECK(out[0] == 1.5f && out[1] == -2 && out[2] == 0.25f, "BF16 values, unaligned: %g %g %g", out[0], out[1], out[2]);
-    if (c) safetensors_read_f32(c, 0, 1, out);
+    if (c) g4_safetensors_read_f32(c, 0, 1, out);
     CHECK(out[0] == 0.5f, "F16 value");
-    CHECK(!strcmp(safetensors_tensor_at(st, 0)->name, "a") && safetensors_tensor_at(st, 4) == NULL, "sorted, bounded");
-    safetensors_close(st);
+    CHECK(!strcmp(g4_safetensors_tensor_at(st, 0)->name, "a") && g4_safetensors_tensor_at(st, 4) == NULL, "sorted, bounded");
+    g4_safetensors_close(st);
 }
 
 static void test_hostile(void) {
@@ -85,12 +85,12 @@ static void test_hostile(void) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         size_t n = build(buf, bad[i].header, zeros, bad[i].n_data, bad[i].hlen_delta);
         err[0] = 0;
-        safetensors *st = safetensors_open_memory(buf, n, "evil.safetensors", err);
+        safetensors *st = g4_safetensors_open_memory(buf, n, "evil.safetensors", err);
         CHECK(!st && !strncmp(err, "evil.safetensors: ", 18) && strstr(err, bad[i].msg) && !strchr(err, '\n'),
               "case %zu: got \"%s\", want \"%s\"", i, err, bad[i].msg);
-        safetensors_close(st);
+        g4_safetensors_close(st);
     }
-    safetensors *st = safetensors_open_memory(buf, 5, "short", err);
+    safetensors *st = g4_safetensors_open_memory(buf, 5, "short", err);
     CHECK(!st && strstr(err, "too short"), "5-byte file: %s", err);
 }
 
@@ -113,12 +113,12 @@ static void test_sharded(void) {
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     const char *idx = "{\"metadata\":{},\"weight_map\":{\"x\":\"s1.safetensors\",\"y\":\"s2.safetensors\"}}";
     write_file(path, idx, strlen(idx));
-    safetensors *st = safetensors_open(dir, err);
-    CHECK(st && safetensors_n_tensors(st) == 2, "two shards: %s", st ? "" : err);
+    safetensors *st = g4_safetensors_open(dir, err);
+    CHECK(st && g4_safetensors_n_tensors(st) == 2, "two shards: %s", st ? "" : err);
     float out = 0;
-    if (st) safetensors_read_f32(safetensors_find(st, "y"), 0, 1, &out);
+    if (st) g4_safetensors_read_f32(g4_safetensors_find(st, "y"), 0, 1, &out);
     CHECK(out == 4, "value from the second shard");
-    safetensors_close(st);
+    g4_safetensors_close(st);
     static const char *bad_idx[][2] = {
         {"{\"weight_map\":{\"x\":\"s2.safetensors\",\"y\":\"s2.safetensors\"}}", "tensor 'x' is not in s2.safetensors"},
         {"{\"weight_map\":{\"x\":\"../s1.safetensors\"}}", "invalid shard"},
@@ -130,9 +130,9 @@ static void test_sharded(void) {
     for (size_t i = 0; i < sizeof bad_idx / sizeof bad_idx[0]; i++) {
         write_file(path, bad_idx[i][0], strlen(bad_idx[i][0]));
         err[0] = 0;
-        st = safetensors_open(dir, err);
+        st = g4_safetensors_open(dir, err);
         CHECK(!st && strstr(err, bad_idx[i][1]), "index %zu: got \"%s\"", i, err);
-        safetensors_close(st);
+        g4_safetensors_close(st);
     }
     /* the same tensor in two shards */
     snprintf(path, sizeof path, "%s/s2.safetensors", dir);
@@ -141,13 +141,13 @@ static void test_sharded(void) {
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     idx = "{\"weight_map\":{\"x\":\"s1.safetensors\",\"w\":\"s2.safetensors\"}}";
     write_file(path, idx, strlen(idx));
-    st = safetensors_open(dir, err);
+    st = g4_safetensors_open(dir, err);
     CHECK(!st && strstr(err, "stored twice"), "duplicate across shards: %s", err);
-    safetensors_close(st);
+    g4_safetensors_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    st = safetensors_open("/nonexistent.safetensors", err);
+    st = g4_safetensors_open("/nonexistent.safetensors", err);
     CHECK(!st && strstr(err, "/nonexistent.safetensors: cannot open"), "missing file: %s", err);
 }
 

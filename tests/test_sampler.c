@@ -255,9 +255,9 @@ static void header(buf *b, uint64_t n_kv) {
     put_u64(b, 0);
     put_u64(b, n_kv);
 }
-static gguf_file *finish(buf *b, char *err) {
+static g4_gguf_file *finish(buf *b, char *err) {
     while (b->n % 32) b->b[b->n++] = 0;
-    return gguf_open_memory(b->b, b->n, "mem.gguf", err);
+    return g4_gguf_open_memory(b->b, b->n, "mem.gguf", err);
 }
 
 static void test_defaults(void) {
@@ -272,12 +272,12 @@ static void test_defaults(void) {
     put_u32(&b, 40);
     put_f32(&b, "general.sampling.top_p", 0.8f);
     put_f32(&b, "general.sampling.min_p", 0.05f);
-    gguf_file *f = finish(&b, err);
+    g4_gguf_file *f = finish(&b, err);
     CHECK(f != NULL, "in-memory GGUF: %s", err);
     gemma4_sampling d = g4_sampling_from_gguf(f);
     CHECK(d.temperature == 0.7f && d.top_k == 40 && d.top_p == 0.8f && d.min_p == 0.05f,
           "from keys: temp %g top_k %d top_p %g min_p %g", d.temperature, d.top_k, d.top_p, d.min_p);
-    gguf_close(f);
+    g4_gguf_close(f);
 
     /* only top_k, stored as u32: the rest fall back */
     header(&b, 1);
@@ -288,7 +288,7 @@ static void test_defaults(void) {
     d = g4_sampling_from_gguf(f);
     CHECK(d.temperature == 1.0f && d.top_k == 20 && d.top_p == 0.95f && d.min_p == 0.0f,
           "partial keys: temp %g top_k %d top_p %g min_p %g", d.temperature, d.top_k, d.top_p, d.min_p);
-    gguf_close(f);
+    g4_gguf_close(f);
 
     d = g4_sampling_from_gguf(NULL);
     CHECK(d.temperature == 1.0f && d.top_k == 64 && d.top_p == 0.95f && d.min_p == 0.0f,

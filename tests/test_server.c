@@ -8,9 +8,9 @@
 
 #include "gguf/json.h"
 #include "tests/harness.h"
-#include "tools/http.h"
-#include "tools/openai.h"
-#include "tools/server.h"
+#include "tools/serve/http.h"
+#include "tools/serve/openai.h"
+#include "tools/serve/server.h"
 
 #define Q "<|\"|>"
 

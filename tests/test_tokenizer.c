@@ -307,7 +307,7 @@ static void kv_nums(gbuf *g, const char *key, uint32_t elem, const void *data, s
 }
 
 /* The finished file: header, then the key-values, no tensors. */
-static unsigned char *gguf_bytes(gbuf *g, size_t *size) {
+static unsigned char *g4_gguf_bytes(gbuf *g, size_t *size) {
     gbuf f = {0};
     put(&f, "GGUF", 4), put_u32(&f, 3), put_u64(&f, 0), put_u64(&f, g->n_kv), put(&f, g->b, g->n);
     free(g->b);
@@ -341,10 +341,10 @@ static g4_vocab *load_spec(const vspec *s, char *err) {
     if (s->merges) kv_strs(&g, "tokenizer.ggml.merges", s->merges, s->n_merges);
     if (s->bos != UINT32_MAX) kv_u32(&g, "tokenizer.ggml.bos_token_id", s->bos);
     size_t size;
-    unsigned char *bytes = gguf_bytes(&g, &size);
-    gguf_file *f = gguf_open_memory(bytes, size, "mem.gguf", err);
+    unsigned char *bytes = g4_gguf_bytes(&g, &size);
+    g4_gguf_file *f = g4_gguf_open_memory(bytes, size, "mem.gguf", err);
     g4_vocab *v = f ? g4_vocab_load(f, err) : NULL;
-    gguf_close(f);
+    g4_gguf_close(f);
     free(bytes);
     return v;
 }
@@ -553,9 +553,9 @@ int main(void) {
     char path[4096], path2[4096], err[G4_ERR_LEN];
 
     snprintf(path, sizeof path, "%s/tokenizer/synthetic-vocab.gguf", fx);
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     g4_vocab *syn = f ? g4_vocab_load(f, err) : NULL;
-    gguf_close(f); /* the vocabulary keeps its own copies */
+    g4_gguf_close(f); /* the vocabulary keeps its own copies */
     CHECK(syn != NULL, "synthetic vocabulary: %s", err);
     if (syn) {
         snprintf(path, sizeof path, "%s/tokenizer/synthetic.tokens.json", fx);
@@ -576,9 +576,9 @@ int main(void) {
         snprintf(path, sizeof path, "gzip -dc '%s/tokenizer/ggml-vocab-gemma-4.gguf.gz' > '%s'", fx, tmp);
         int rc = system(path);
         CHECK(rc == 0, "gzip -dc of the real vocabulary failed (status %d)", rc);
-        f = rc == 0 ? gguf_open(tmp, err) : NULL;
+        f = rc == 0 ? g4_gguf_open(tmp, err) : NULL;
         real = f ? g4_vocab_load(f, err) : NULL;
-        gguf_close(f);
+        g4_gguf_close(f);
         unlink(tmp);
         CHECK(real != NULL, "real vocabulary: %s", rc == 0 ? err : "not unpacked");
     }

@@ -6,7 +6,7 @@
  *             U+2581, input split only into newline / non-newline runs,
  *             <0xHH> byte fallback, BOS always added with add_special.
  *   "llama":  SentencePiece by score (Gemma 3 style vocabularies).
- * A loaded vocabulary owns copies of everything it needs; the gguf_file may
+ * A loaded vocabulary owns copies of everything it needs; the g4_gguf_file may
  * be closed afterwards.
  */
 #ifndef G4_TOKENIZER_H
@@ -21,7 +21,7 @@
 typedef struct g4_vocab g4_vocab;
 
 /* NULL with err = "PATH: what is wrong" for missing or malformed keys. */
-g4_vocab *g4_vocab_load(const gguf_file *f, char *err);
+g4_vocab *g4_vocab_load(const g4_gguf_file *f, char *err);
 void g4_vocab_free(g4_vocab *v);
 
 int32_t g4_vocab_size(const g4_vocab *v);

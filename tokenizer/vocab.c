@@ -65,10 +65,10 @@ static const char *shown(char out[48], const char *s, size_t n) {
     return out;
 }
 
-static g4_vocab *fail(g4_vocab *v, char *err, const gguf_file *f, const char *fmt, ...) {
+static g4_vocab *fail(g4_vocab *v, char *err, const g4_gguf_file *f, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    g4_verror(err, gguf_path(f), fmt, ap);
+    g4_verror(err, g4_gguf_path(f), fmt, ap);
     va_end(ap);
     g4_vocab_free(v);
     return NULL;
@@ -76,18 +76,18 @@ static g4_vocab *fail(g4_vocab *v, char *err, const gguf_file *f, const char *fm
 
 /* The array under key with element type elem: NULL with *n = 0 if absent,
  * NULL with *bad set if the key has another type. */
-static const void *find_array(const gguf_file *f, const char *key, enum gguf_value_type elem,
+static const void *find_array(const g4_gguf_file *f, const char *key, enum g4_gguf_value_type elem,
                               uint64_t *n, const char **bad) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+    const g4_gguf_kv *kv = g4_gguf_find_kv(f, key);
     *n = 0;
     *bad = NULL;
     if (!kv) return NULL;
     if (kv->type != GGUF_TYPE_ARRAY) {
-        *bad = gguf_type_name(kv->type);
+        *bad = g4_gguf_type_name(kv->type);
         return NULL;
     }
     if (kv->arr_type != elem) {
-        *bad = gguf_type_name(kv->arr_type);
+        *bad = g4_gguf_type_name(kv->arr_type);
         return NULL;
     }
     *n = kv->arr_n;
@@ -95,21 +95,21 @@ static const void *find_array(const gguf_file *f, const char *key, enum gguf_val
 }
 
 /* Optional u32 token id: keeps *id when absent; err when not u32 or out of range. */
-static bool read_id(const gguf_file *f, const char *key, int32_t n, int32_t *id, char *err) {
+static bool read_id(const g4_gguf_file *f, const char *key, int32_t n, int32_t *id, char *err) {
     uint32_t u;
-    int rc = gguf_get_u32(f, key, &u, err);
+    int rc = g4_gguf_get_u32(f, key, &u, err);
     if (rc == GGUF_ENOKEY) return true;
     if (rc != GGUF_OK) return false;
     if (u >= (uint32_t)n) {
-        snprintf(err, G4_ERR_LEN, "%s: %s = %u is out of range (vocabulary has %d tokens)", gguf_path(f), key, u, n);
+        snprintf(err, G4_ERR_LEN, "%s: %s = %u is out of range (vocabulary has %d tokens)", g4_gguf_path(f), key, u, n);
         return false;
     }
     *id = (int32_t)u;
     return true;
 }
 
-static bool read_flag(const gguf_file *f, const char *key, bool *out, char *err) {
-    int rc = gguf_get_bool(f, key, out, err);
+static bool read_flag(const g4_gguf_file *f, const char *key, bool *out, char *err) {
+    int rc = g4_gguf_get_bool(f, key, out, err);
     return rc == GGUF_OK || rc == GGUF_ENOKEY;
 }
 
@@ -221,10 +221,10 @@ static bool build_trie(g4_vocab *v) {
 }
 
 /* Reads tokenizer.ggml.merges into the pair table. */
-static g4_vocab *load_merges(g4_vocab *v, const gguf_file *f, char *err) {
+static g4_vocab *load_merges(g4_vocab *v, const g4_gguf_file *f, char *err) {
     const char *bad;
     uint64_t n_merges;
-    const gguf_str *merges = find_array(f, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &n_merges, &bad);
+    const g4_gguf_str *merges = find_array(f, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &n_merges, &bad);
     if (bad) return fail(v, err, f, "tokenizer.ggml.merges is %s, expected an array of strings", bad);
     if (!merges) return fail(v, err, f, "tokenizer.ggml.merges is missing (required by the gemma4 tokenizer)");
     if (n_merges > INT32_MAX) return fail(v, err, f, "tokenizer.ggml.merges has too many entries");
@@ -265,9 +265,9 @@ static g4_vocab *load_merges(g4_vocab *v, const gguf_file *f, char *err) {
     return v;
 }
 
-g4_vocab *g4_vocab_load(const gguf_file *f, char *err) {
-    gguf_str model;
-    int rc = gguf_get_str(f, "tokenizer.ggml.model", &model, err);
+g4_vocab *g4_vocab_load(const g4_gguf_file *f, char *err) {
+    g4_gguf_str model;
+    int rc = g4_gguf_get_str(f, "tokenizer.ggml.model", &model, err);
     if (rc == GGUF_ENOKEY) return fail(NULL, err, f, "tokenizer.ggml.model is missing (no vocabulary in this file)");
     if (rc != GGUF_OK) return NULL;
 
@@ -285,7 +285,7 @@ g4_vocab *g4_vocab_load(const gguf_file *f, char *err) {
 
     const char *bad;
     uint64_t n_tokens, n_types, n_scores;
-    const gguf_str *tokens = find_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &n_tokens, &bad);
+    const g4_gguf_str *tokens = find_array(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &n_tokens, &bad);
     if (bad) return fail(v, err, f, "tokenizer.ggml.tokens is %s, expected an array of strings", bad);
     if (!tokens || n_tokens == 0) return fail(v, err, f, "tokenizer.ggml.tokens is missing or empty");
     if (n_tokens >= INT32_MAX / 2) return fail(v, err, f, "tokenizer.ggml.tokens has too many entries");

@@ -22,7 +22,7 @@ static void usage(FILE *out) {
 }
 
 /* Quoted, control bytes escaped, cut after SHOW_CHARS bytes. */
-static void print_str(gguf_str s) {
+static void print_str(g4_gguf_str s) {
     putchar('"');
     uint64_t n = s.len < SHOW_CHARS ? s.len : SHOW_CHARS;
     while (n < s.len && n > 0 && ((unsigned char)s.ptr[n] & 0xc0) == 0x80) n--; /* whole UTF-8 characters */
@@ -39,7 +39,7 @@ static void print_str(gguf_str s) {
 }
 
 /* One element of a numeric array, read from its aligned copy. */
-static void print_elem(enum gguf_value_type t, const void *data, uint64_t i) {
+static void print_elem(enum g4_gguf_value_type t, const void *data, uint64_t i) {
     switch (t) {
     case GGUF_TYPE_UINT8: printf("%u", ((const uint8_t *)data)[i]); break;
     case GGUF_TYPE_INT8: printf("%d", ((const int8_t *)data)[i]); break;
@@ -52,12 +52,12 @@ static void print_elem(enum gguf_value_type t, const void *data, uint64_t i) {
     case GGUF_TYPE_UINT64: printf("%" PRIu64, ((const uint64_t *)data)[i]); break;
     case GGUF_TYPE_INT64: printf("%" PRId64, ((const int64_t *)data)[i]); break;
     case GGUF_TYPE_FLOAT64: printf("%g", ((const double *)data)[i]); break;
-    case GGUF_TYPE_STRING: print_str(((const gguf_str *)data)[i]); break;
+    case GGUF_TYPE_STRING: print_str(((const g4_gguf_str *)data)[i]); break;
     default: break;
     }
 }
 
-static void print_value(const gguf_kv *kv) {
+static void print_value(const g4_gguf_kv *kv) {
     switch (kv->type) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_UINT32: case GGUF_TYPE_UINT64:
         printf("%" PRIu64, kv->val.u64);
@@ -81,7 +81,7 @@ static void print_value(const gguf_kv *kv) {
     }
 }
 
-static void print_tensor(int64_t i, const gguf_tensor *t) {
+static void print_tensor(int64_t i, const g4_gguf_tensor *t) {
     char shape[96];
     int n = snprintf(shape, sizeof shape, "[");
     for (uint32_t j = 0; j < t->n_dims; j++)
@@ -101,29 +101,29 @@ int cmd_dump(int argc, char **argv) {
         return 2;
     }
     char err[G4_ERR_LEN];
-    gguf_file *f = gguf_open(argv[1], err);
+    g4_gguf_file *f = g4_gguf_open(argv[1], err);
     if (!f) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     printf("%s: GGUF v%" PRIu32 ", %" PRIu64 " bytes, %" PRId64 " keys, %" PRId64 " tensors, alignment %" PRIu64
            ", data section at %" PRIu64 "\n",
-           gguf_path(f), gguf_version(f), gguf_file_size(f), gguf_n_kv(f), gguf_n_tensors(f), gguf_alignment(f),
-           gguf_data_offset(f));
+           g4_gguf_path(f), g4_gguf_version(f), g4_gguf_file_size(f), g4_gguf_n_kv(f), g4_gguf_n_tensors(f), g4_gguf_alignment(f),
+           g4_gguf_data_offset(f));
     printf("\nmetadata:\n");
-    for (int64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    for (int64_t i = 0; i < g4_gguf_n_kv(f); i++) {
+        const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
         char type[32];
         if (kv->type == GGUF_TYPE_ARRAY)
-            snprintf(type, sizeof type, "%s[%" PRIu64 "]", gguf_type_name(kv->arr_type), kv->arr_n);
+            snprintf(type, sizeof type, "%s[%" PRIu64 "]", g4_gguf_type_name(kv->arr_type), kv->arr_n);
         else
-            snprintf(type, sizeof type, "%s", gguf_type_name(kv->type));
+            snprintf(type, sizeof type, "%s", g4_gguf_type_name(kv->type));
         printf("%5" PRId64 "  %-48s %-14s ", i, kv->key, type);
         print_value(kv);
         putchar('\n');
     }
     printf("\ntensors:\n%5s  %-40s %-7s %-24s %12s %12s\n", "#", "name", "type", "shape", "offset", "bytes");
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) print_tensor(i, gguf_tensor_at(f, i));
-    gguf_close(f);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f); i++) print_tensor(i, g4_gguf_tensor_at(f, i));
+    g4_gguf_close(f);
     return 0;
 }

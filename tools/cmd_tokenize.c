@@ -32,9 +32,9 @@ static void detokenize_usage(FILE *out) {
 /* The vocabulary of path; NULL after printing the one-line error. */
 static g4_vocab *open_vocab(const char *path) {
     char err[G4_ERR_LEN];
-    gguf_file *f = gguf_open(path, err);
+    g4_gguf_file *f = g4_gguf_open(path, err);
     g4_vocab *v = f ? g4_vocab_load(f, err) : NULL;
-    gguf_close(f);
+    g4_gguf_close(f);
     if (!v) fprintf(stderr, "%s\n", err);
     return v;
 }

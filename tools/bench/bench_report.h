@@ -24,7 +24,7 @@ typedef struct bench_weights {
     double token_params, head_params;
 } bench_weights;
 
-void bench_weights_of(const gguf_file *f, int32_t n_expert, int32_t n_expert_used, bench_weights *w);
+void bench_weights_of(const g4_gguf_file *f, int32_t n_expert, int32_t n_expert_used, bench_weights *w);
 
 /* Mean and sample standard deviation (n - 1; 0 for n < 2). */
 void bench_mean_sd(const double *v, int n, double *mean, double *sd);

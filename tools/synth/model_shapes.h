@@ -47,7 +47,7 @@ bool g4_shape_layer_has_kv(const g4_shape *s, int il);
 int32_t g4_shape_layer_n_ff(const g4_shape *s, int il);
 int32_t g4_shape_layer_n_head_kv(const g4_shape *s, int il);
 
-/* How a tensor's values are drawn (see tools/synth_weights.c). */
+/* How a tensor's values are drawn (see tools/synth/synth_weights.c). */
 enum g4_init {
     G4_INIT_EMBED,        /* uniform, variance 1/arg */
     G4_INIT_LINEAR,       /* uniform, variance 1/arg (arg = fan-in) */

@@ -1,4 +1,4 @@
-/* QAT-aware Q4_0 (see tools/convert.h). ggml's reference quantizer picks
+/* QAT-aware Q4_0 (see tools/convert/convert.h). ggml's reference quantizer picks
  * d = (signed value of largest magnitude) / -8 from the data, which equals
  * the trained scale only when that value happens to sit at code -8; a QAT
  * group whose largest value is, say, +7s comes out with d = -7s/8 and every
@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tools/convert.h"
+#include "tools/convert/convert.h"
 
 #define FP16_MAX 65504.0f
 
@@ -73,7 +73,7 @@ static void best_block(const float *x, float amax_signed, const float *extra, in
     }
 }
 
-/* The grid scale of one group, searched as tools/convert.h describes;
+/* The grid scale of one group, searched as tools/convert/convert.h describes;
  * false if there is none. */
 static bool find_grid(const float *x, float m, enum g4_type src, float *scale, int8_t *k) {
     for (int sign = 1; sign >= -1; sign -= 2) {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/convert.h"
+#include "tools/convert/convert.h"
 
 enum { TYPE_NORMAL = 1, TYPE_CONTROL = 3, TYPE_USER_DEFINED = 4, TYPE_BYTE = 6 };
 
@@ -190,7 +190,7 @@ static char *chat_template(const char *dir, const g4_json *tc) {
     return ct && ct->type == G4_JSON_STRING ? strdup(ct->str) : NULL;
 }
 
-int convert_write_vocab(const char *dir, const g4_json *config, gguf_writer *w, int32_t *n_vocab, char *err) {
+int convert_write_vocab(const char *dir, const g4_json *config, g4_gguf_writer *w, int32_t *n_vocab, char *err) {
     char path[4096], tc_path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     snprintf(tc_path, sizeof tc_path, "%s/tokenizer_config.json", dir);
@@ -207,23 +207,23 @@ int convert_write_vocab(const char *dir, const g4_json *config, gguf_writer *w, 
     char *tmpl = rc ? NULL : chat_template(dir, tc);
     static const char *roles[] = {"bos", "eos", "unknown", "padding", "mask"};
     static const char *hf_roles[] = {"bos", "eos", "unk", "pad", "mask"};
-    rc = rc || gguf_writer_set_str(w, "tokenizer.ggml.model", "gemma4", err) ||
-         gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, v.tokens, (uint64_t)v.n, err) ||
-         gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, v.scores, (uint64_t)v.n, err) ||
-         gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v.types, (uint64_t)v.n, err) ||
-         gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_TYPE_STRING, v.merges, (uint64_t)v.n_merges, err);
+    rc = rc || g4_gguf_writer_set_str(w, "tokenizer.ggml.model", "gemma4", err) ||
+         g4_gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, v.tokens, (uint64_t)v.n, err) ||
+         g4_gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, v.scores, (uint64_t)v.n, err) ||
+         g4_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v.types, (uint64_t)v.n, err) ||
+         g4_gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_TYPE_STRING, v.merges, (uint64_t)v.n_merges, err);
     for (int i = 0; i < 5 && !rc; i++) {
         int64_t id = special_id(&v, tc, config, hf_roles[i]);
         char key[64];
         snprintf(key, sizeof key, "tokenizer.ggml.%s_token_id", roles[i]);
-        if (id >= 0) rc = gguf_writer_set_u32(w, key, (uint32_t)id, err);
+        if (id >= 0) rc = g4_gguf_writer_set_u32(w, key, (uint32_t)id, err);
     }
     const g4_json *add_eos = g4_json_get_type(tc, "add_eos_token", G4_JSON_BOOL);
     /* llama.cpp forces BOS on for gemma4 and its converter writes true */
-    rc = rc || gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false, err) ||
-         gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true, err) ||
-         (add_eos && gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", add_eos->boolean, err)) ||
-         (tmpl && gguf_writer_set_str(w, "tokenizer.chat_template", tmpl, err));
+    rc = rc || g4_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false, err) ||
+         g4_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true, err) ||
+         (add_eos && g4_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", add_eos->boolean, err)) ||
+         (tmpl && g4_gguf_writer_set_str(w, "tokenizer.chat_template", tmpl, err));
     *n_vocab = v.n;
     free(tmpl);
     vocab_free(&v);

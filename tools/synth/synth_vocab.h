@@ -40,6 +40,6 @@ int g4_synth_vocab_build(g4_synth_vocab *v, int32_t n_tokens, char *err);
 void g4_synth_vocab_free(g4_synth_vocab *v);
 /* Adds the tokenizer.ggml.* keys (model "gemma4", tokens, scores,
  * token_type, merges, special ids, add_bos_token true, add_space_prefix false). */
-int g4_synth_vocab_write(const g4_synth_vocab *v, gguf_writer *w, char *err);
+int g4_synth_vocab_write(const g4_synth_vocab *v, g4_gguf_writer *w, char *err);
 
 #endif

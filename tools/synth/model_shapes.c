@@ -1,7 +1,7 @@
 /* Gemma 4 shapes: presets, overrides, validation and the tensor list.
  * Real sizes follow shared/spec/gemma4-architecture.md §1 and §3; the tiny
  * presets are the configs of the fixture models (fixtures/manifest.json). */
-#include "tools/model_shapes.h"
+#include "tools/synth/model_shapes.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -8,7 +8,7 @@
 
 #include "gguf/safetensors.h"
 #include "tools/commands.h"
-#include "tools/convert.h"
+#include "tools/convert/convert.h"
 
 /* Symbolic sizes for the shape check (ggml order). */
 enum dim { ONE = 1, D, V, Q, KV, HD, FF, E, FE, FE2, P, PL, END = 0 };
@@ -82,14 +82,14 @@ static int64_t dim_size(enum dim d, const convert_config *c, int32_t il, int32_t
 
 typedef struct out_tensor {
     char name[GGUF_MAX_NAME + 1];
-    const safetensors_tensor *src; /* NULL: generated (rope_freqs) */
+    const g4_safetensors_tensor *src; /* NULL: generated (rope_freqs) */
     uint32_t n_dims;
     int64_t ne[4];
     enum g4_type type;
 } out_tensor;
 
 typedef struct source_rows {
-    const safetensors_tensor *t;
+    const g4_safetensors_tensor *t;
     const float *generated;
     int64_t ne0;
 } source_rows;
@@ -97,7 +97,7 @@ typedef struct source_rows {
 static const float *read_row(void *ctx, int64_t row, float *buf) {
     source_rows *s = ctx;
     if (s->generated) return s->generated + row * s->ne0;
-    safetensors_read_f32(s->t, row * s->ne0, s->ne0, buf);
+    g4_safetensors_read_f32(s->t, row * s->ne0, s->ne0, buf);
     return buf;
 }
 
@@ -106,9 +106,9 @@ static const float *read_row(void *ctx, int64_t row, float *buf) {
 static int add_mapped(out_tensor *outs, int *n_out, const safetensors *st, const char *hf, const char *gguf,
                       const enum dim *dims, const convert_config *c, int32_t il, int32_t n_vocab, bool *used,
                       enum g4_type file_type, char *err) {
-    const safetensors_tensor *t = safetensors_find(st, hf);
+    const g4_safetensors_tensor *t = g4_safetensors_find(st, hf);
     if (!t) return 0;
-    used[t - safetensors_tensor_at(st, 0)] = true;
+    used[t - g4_safetensors_tensor_at(st, 0)] = true;
     out_tensor *o = &outs[(*n_out)++];
     snprintf(o->name, sizeof o->name, "%s", gguf);
     o->src = t;
@@ -149,29 +149,29 @@ int g4_convert(const char *hf_dir, const char *out, enum g4_type type, bool qat,
     g4_json *config = g4_json_parse_file(path, err);
     convert_config *c = calloc(1, sizeof *c);
     safetensors *st = NULL;
-    gguf_writer *w = NULL;
+    g4_gguf_writer *w = NULL;
     out_tensor *outs = NULL;
     bool *used = NULL;
     float *rope = NULL;
     int rc = config && c ? 0 : -1;
     if (!rc) rc = convert_read_config(config, path, c, err);
-    if (!rc && !(st = safetensors_open(hf_dir, err))) rc = -1;
-    if (!rc && !(w = gguf_writer_new(out, 0, err))) rc = -1;
+    if (!rc && !(st = g4_safetensors_open(hf_dir, err))) rc = -1;
+    if (!rc && !(w = g4_gguf_writer_new(out, 0, err))) rc = -1;
     int32_t n_vocab = 0;
-    rc = rc || gguf_writer_set_str(w, "general.architecture", "gemma4", err) ||
-         gguf_writer_set_str(w, "general.type", "model", err) ||
-         gguf_writer_set_str(w, "general.name", base_name(hf_dir), err) ||
-         gguf_writer_set_u32(w, "general.file_type", convert_file_type(type), err) ||
-         gguf_writer_set_u32(w, "general.quantization_version", 2, err) || convert_write_config_keys(c, w, err) ||
+    rc = rc || g4_gguf_writer_set_str(w, "general.architecture", "gemma4", err) ||
+         g4_gguf_writer_set_str(w, "general.type", "model", err) ||
+         g4_gguf_writer_set_str(w, "general.name", base_name(hf_dir), err) ||
+         g4_gguf_writer_set_u32(w, "general.file_type", convert_file_type(type), err) ||
+         g4_gguf_writer_set_u32(w, "general.quantization_version", 2, err) || convert_write_config_keys(c, w, err) ||
          convert_write_vocab(hf_dir, config, w, &n_vocab, err);
 
     /* map every language-model tensor; the rest (vision and audio towers,
      * the tied lm_head) is reported and skipped */
-    int64_t n_src = rc ? 0 : safetensors_n_tensors(st);
+    int64_t n_src = rc ? 0 : g4_safetensors_n_tensors(st);
     int n_out = 0;
     const char *prefix = lm_prefixes[1];
     for (int64_t i = 0; i < n_src; i++)
-        if (!strncmp(safetensors_tensor_at(st, i)->name, lm_prefixes[0], strlen(lm_prefixes[0]))) prefix = lm_prefixes[0];
+        if (!strncmp(g4_safetensors_tensor_at(st, i)->name, lm_prefixes[0], strlen(lm_prefixes[0]))) prefix = lm_prefixes[0];
     if (!rc) {
         outs = calloc((size_t)n_src + 1, sizeof *outs);
         used = calloc((size_t)n_src + 1, sizeof *used);
@@ -199,7 +199,7 @@ int g4_convert(const char *hf_dir, const char *out, enum g4_type type, bool qat,
         }
     int64_t skipped = 0;
     for (int64_t i = 0; !rc && i < n_src; i++) {
-        const char *name = safetensors_tensor_at(st, i)->name;
+        const char *name = g4_safetensors_tensor_at(st, i)->name;
         if (used[i]) continue;
         if (!strncmp(name, prefix, strlen(prefix)) && strncmp(name, "model.vision", 12) && strncmp(name, "model.audio", 11) &&
             strncmp(name, "model.embed_vision", 18) && strncmp(name, "model.embed_audio", 17)) {
@@ -212,8 +212,8 @@ int g4_convert(const char *hf_dir, const char *out, enum g4_type type, bool qat,
     if (!rc && verbose && skipped)
         fprintf(stderr, "convert: skipped %lld tensors outside the language model (vision/audio towers belong in an "
                         "mmproj file; lm_head is tied to token_embd)\n", (long long)skipped);
-    for (int i = 0; !rc && i < n_out; i++) rc = gguf_writer_add_tensor(w, outs[i].name, outs[i].type, outs[i].n_dims, outs[i].ne, err);
-    rc = rc || gguf_writer_begin(w, err);
+    for (int i = 0; !rc && i < n_out; i++) rc = g4_gguf_writer_add_tensor(w, outs[i].name, outs[i].type, outs[i].n_dims, outs[i].ne, err);
+    rc = rc || g4_gguf_writer_begin(w, err);
     g4_qat_stats sum = {0};
     for (int i = 0; !rc && i < n_out; i++) {
         const out_tensor *o = &outs[i];
@@ -224,14 +224,14 @@ int g4_convert(const char *hf_dir, const char *out, enum g4_type type, bool qat,
         if (verbose && ts.blocks) fputc('\n', stderr), g4_qat_stats_print(o->name, &ts);
         g4_qat_stats_add(&sum, &ts);
     }
-    rc = rc || gguf_writer_finish(w, err);
+    rc = rc || g4_gguf_writer_finish(w, err);
     if (!rc && verbose) {
         fprintf(stderr, "\nconvert: wrote %s (%d tensors, %s)\n", out, n_out, g4_type_name(type));
         if (qat) g4_qat_stats_print("overall", &sum);
     }
     if (total) *total = sum;
-    gguf_writer_free(w);
-    safetensors_close(st);
+    g4_gguf_writer_free(w);
+    g4_safetensors_close(st);
     g4_json_free(config);
     free(c);
     free(outs);

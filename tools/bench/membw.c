@@ -4,7 +4,7 @@
  * hardware prefetchers see a plain forward stream. 16-byte vectors are the
  * widest every x86-64 and aarch64 CPU has without extra target flags; two
  * of them per cycle already exceed what one core gets from DRAM. */
-#include "tools/membw.h"
+#include "tools/bench/membw.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "tools/bench_report.h"
+#include "tools/bench/bench_report.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -7,13 +7,13 @@
 
 #include "kernels/formats.h"
 
-void bench_weights_of(const gguf_file *f, int32_t n_expert, int32_t n_expert_used, bench_weights *w) {
+void bench_weights_of(const g4_gguf_file *f, int32_t n_expert, int32_t n_expert_used, bench_weights *w) {
     memset(w, 0, sizeof *w);
     const double expert_share = n_expert > 0 && n_expert_used > 0 ? (double)n_expert_used / n_expert : 1.0;
-    const bool tied = gguf_find_tensor(f, "output.weight") == NULL;
+    const bool tied = g4_gguf_find_tensor(f, "output.weight") == NULL;
     uint64_t type_bytes[G4_TYPE_COUNT] = {0};
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f); i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         uint64_t n = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) n *= (uint64_t)t->ne[d];
         w->bytes += t->nbytes;

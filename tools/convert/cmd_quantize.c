@@ -8,23 +8,23 @@
 
 #include "gguf/gguf.h"
 #include "tools/commands.h"
-#include "tools/convert.h"
+#include "tools/convert/convert.h"
 
 /* Copies one metadata entry (general.alignment is the writer's business). */
-static int copy_kv(gguf_writer *w, const gguf_kv *kv, char *err) {
+static int copy_kv(g4_gguf_writer *w, const g4_gguf_kv *kv, char *err) {
     if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
-        const gguf_str *s = kv->arr_data;
+        const g4_gguf_str *s = kv->arr_data;
         char **strs = calloc(kv->arr_n + 1, sizeof *strs);
         int rc = strs ? 0 : -1;
         for (uint64_t i = 0; i < kv->arr_n && !rc; i++)
             if (!(strs[i] = strndup(s[i].ptr, s[i].len))) rc = -1;
         if (rc) snprintf(err, G4_ERR_LEN, "out of memory copying '%s'", kv->key);
-        else rc = gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, strs, kv->arr_n, err);
+        else rc = g4_gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, strs, kv->arr_n, err);
         for (uint64_t i = 0; strs && i < kv->arr_n; i++) free(strs[i]);
         free(strs);
         return rc;
     }
-    if (kv->type == GGUF_TYPE_ARRAY) return gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
+    if (kv->type == GGUF_TYPE_ARRAY) return g4_gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
     union {
         uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
         float f32; bool b; uint64_t u64; int64_t i64; double f64;
@@ -43,75 +43,75 @@ static int copy_kv(gguf_writer *w, const gguf_kv *kv, char *err) {
     case GGUF_TYPE_FLOAT64: v.f64 = kv->val.f64; break;
     case GGUF_TYPE_STRING: {
         char *s = strndup(kv->val.str.ptr, kv->val.str.len);
-        int rc = s ? gguf_writer_set_str(w, kv->key, s, err) : -1;
+        int rc = s ? g4_gguf_writer_set_str(w, kv->key, s, err) : -1;
         if (!s) snprintf(err, G4_ERR_LEN, "out of memory copying '%s'", kv->key);
         free(s);
         return rc;
     }
     default: snprintf(err, G4_ERR_LEN, "metadata '%s' has an unknown type", kv->key); return -1;
     }
-    return gguf_writer_set(w, kv->key, kv->type, &v, err);
+    return g4_gguf_writer_set(w, kv->key, kv->type, &v, err);
 }
 
-typedef struct gguf_rows {
-    const gguf_tensor *t;
+typedef struct g4_gguf_rows {
+    const g4_gguf_tensor *t;
     size_t row_bytes;
-} gguf_rows;
+} g4_gguf_rows;
 
 static const float *dequant_row(void *ctx, int64_t row, float *buf) {
-    gguf_rows *s = ctx;
+    g4_gguf_rows *s = ctx;
     g4_dequantize_row(s->t->type, (const uint8_t *)s->t->data + (size_t)row * s->row_bytes, buf, s->t->ne[0]);
     return buf;
 }
 
 int g4_quantize_gguf(const char *in, const char *out, enum g4_type type, bool qat, bool verbose, g4_qat_stats *total,
                      char *err) {
-    gguf_file *f = gguf_open(in, err);
+    g4_gguf_file *f = g4_gguf_open(in, err);
     if (!f) return -1;
-    gguf_writer *w = gguf_writer_new(out, 0, err);
+    g4_gguf_writer *w = g4_gguf_writer_new(out, 0, err);
     int rc = w ? 0 : -1;
-    enum g4_type *types = calloc((size_t)gguf_n_tensors(f) + 1, sizeof *types);
+    enum g4_type *types = calloc((size_t)g4_gguf_n_tensors(f) + 1, sizeof *types);
     if (!types) snprintf(err, G4_ERR_LEN, "out of memory"), rc = -1;
-    for (int64_t i = 0; i < gguf_n_kv(f) && !rc; i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
-        if (!strcmp(kv->key, "general.file_type")) rc = gguf_writer_set_u32(w, kv->key, convert_file_type(type), err);
+    for (int64_t i = 0; i < g4_gguf_n_kv(f) && !rc; i++) {
+        const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
+        if (!strcmp(kv->key, "general.file_type")) rc = g4_gguf_writer_set_u32(w, kv->key, convert_file_type(type), err);
         else if (strcmp(kv->key, "general.alignment")) rc = copy_kv(w, kv, err);
     }
-    if (!rc && !gguf_find_kv(f, "general.file_type")) rc = gguf_writer_set_u32(w, "general.file_type", convert_file_type(type), err);
-    for (int64_t i = 0; i < gguf_n_tensors(f) && !rc; i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    if (!rc && !g4_gguf_find_kv(f, "general.file_type")) rc = g4_gguf_writer_set_u32(w, "general.file_type", convert_file_type(type), err);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         types[i] = convert_tensor_type(t->name, t->n_dims, t->ne, type);
         if (t->type != types[i] && t->type != G4_TYPE_F32 && t->type != G4_TYPE_F16 && t->type != G4_TYPE_BF16) {
             snprintf(err, G4_ERR_LEN, "%.300s: tensor '%s' is %s; only F32, F16 and BF16 tensors can be re-quantised", in,
                      t->name, g4_type_name(t->type));
             rc = -1;
         }
-        if (!rc) rc = gguf_writer_add_tensor(w, t->name, types[i], t->n_dims, t->ne, err);
+        if (!rc) rc = g4_gguf_writer_add_tensor(w, t->name, types[i], t->n_dims, t->ne, err);
     }
-    rc = rc || gguf_writer_begin(w, err);
+    rc = rc || g4_gguf_writer_begin(w, err);
     g4_qat_stats sum = {0};
-    for (int64_t i = 0; i < gguf_n_tensors(f) && !rc; i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {
+        const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         if (t->type == types[i]) { /* already right: bytes as they are */
-            rc = gguf_writer_write(w, t->data, t->nbytes, err);
+            rc = g4_gguf_writer_write(w, t->data, t->nbytes, err);
             continue;
         }
-        gguf_rows s = {t, g4_row_size(t->type, t->ne[0])};
+        g4_gguf_rows s = {t, g4_row_size(t->type, t->ne[0])};
         g4_qat_stats ts = {0};
-        if (verbose) fprintf(stderr, "\rquantize: [%lld/%lld] %-40s", (long long)i + 1, (long long)gguf_n_tensors(f), t->name);
+        if (verbose) fprintf(stderr, "\rquantize: [%lld/%lld] %-40s", (long long)i + 1, (long long)g4_gguf_n_tensors(f), t->name);
         rc = convert_write_tensor(w, types[i], t->ne, dequant_row, &s, t->type, qat, &ts, err);
         if (verbose && ts.blocks) fputc('\n', stderr), g4_qat_stats_print(t->name, &ts);
         g4_qat_stats_add(&sum, &ts);
     }
-    rc = rc || gguf_writer_finish(w, err);
+    rc = rc || g4_gguf_writer_finish(w, err);
     if (!rc && verbose) {
         fprintf(stderr, "\nquantize: wrote %s (%s)\n", out, g4_type_name(type));
         if (qat) g4_qat_stats_print("overall", &sum);
     }
     if (total) *total = sum;
     free(types);
-    gguf_writer_free(w);
-    gguf_close(f);
+    g4_gguf_writer_free(w);
+    g4_gguf_close(f);
     return rc ? -1 : 0;
 }
 

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "kernels/kernels.h"
-#include "tools/membw.h"
+#include "tools/bench/membw.h"
 
 #define N_IN 4096       /* inputs per row: a Gemma 4 hidden size */
 #define MM_TOKENS 64    /* tokens of the matmul (prefill-like) */
@@ -178,7 +178,7 @@ int main(int argc, char **argv) {
 
     g4_pool *pools[MAX_THREADS] = {0};
     double membw[MAX_THREADS];
-    printf("read bandwidth (tools/membw.c):");
+    printf("read bandwidth (tools/bench/membw.c):");
     for (int i = 0; i < o.n_threads; i++) {
         membw[i] = g4_membw_read_gbps(o.threads[i], PROBE_BYTES, PROBE_PASSES);
         printf("%s %.1f GB/s at %d thread%s", i ? "," : "", membw[i], o.threads[i], o.threads[i] > 1 ? "s" : "");

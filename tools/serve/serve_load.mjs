@@ -15,7 +15,7 @@
 //
 // How to run it (Node.js 20, no packages), server and client on loopback:
 //   ./build/gemma4 serve -m MODEL.gguf --port 8090 --parallel 8 &
-//   node tools/serve_load.mjs --url http://127.0.0.1:8090 --clients 1,4,8 \
+//   node tools/serve/serve_load.mjs --url http://127.0.0.1:8090 --clients 1,4,8 \
 //        --requests 16 --max-tokens 64
 //   kill %1
 // --parallel on the server must be at least the largest client count, or the
@@ -23,7 +23,7 @@
 
 import { parseArgs } from 'node:util';
 
-const HELP = `usage: node tools/serve_load.mjs --url URL [options]
+const HELP = `usage: node tools/serve/serve_load.mjs --url URL [options]
 Aggregate generated tokens/s and time to first token of an OpenAI-compatible
 server at several concurrency levels; one markdown table row per level.
   --url URL              server base URL, e.g. http://127.0.0.1:8090 (required)

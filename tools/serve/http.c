@@ -1,4 +1,4 @@
-#include "tools/http.h"
+#include "tools/serve/http.h"
 
 #include <errno.h>
 #include <poll.h>

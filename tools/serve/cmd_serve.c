@@ -1,7 +1,7 @@
 /* gemma4 serve: an OpenAI-compatible HTTP server (llama-server's endpoints).
  *
  * Threads: one accepts connections, one per connection reads requests and
- * writes responses, and the scheduler (tools/server.c) runs the model. The
+ * writes responses, and the scheduler (tools/serve/server.c) runs the model. The
  * socket is open before the model is loaded, so /health can answer 503
  * meanwhile. SIGINT / SIGTERM stop accepting, end the requests in flight
  * (their clients get a 503 error) and exit 0. */
@@ -24,9 +24,9 @@
 #include "gemma4.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
-#include "tools/http.h"
-#include "tools/openai.h"
-#include "tools/server.h"
+#include "tools/serve/http.h"
+#include "tools/serve/openai.h"
+#include "tools/serve/server.h"
 
 #define MAX_BODY (4u << 20)  /* request bytes */
 #define MAX_CONN 256         /* connections served at once; more get 503 */

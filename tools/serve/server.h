@@ -24,7 +24,7 @@
 
 #include "gemma4.h"
 #include "tools/json_write.h"
-#include "tools/openai.h"
+#include "tools/serve/openai.h"
 
 typedef struct srv_params {
     int32_t n_parallel; /* slots = sequences generating at once */

@@ -1,6 +1,6 @@
 /* Pieces shared by `gemma4 convert` (Hugging Face checkpoint -> GGUF) and
  * `gemma4 quantize` (GGUF -> GGUF): output type rules, the QAT-aware Q4_0
- * quantizer, streaming one tensor into a gguf_writer, and the two halves of
+ * quantizer, streaming one tensor into a g4_gguf_writer, and the two halves of
  * a conversion (config.json keys, tokenizer files). */
 #ifndef G4_CONVERT_H
 #define G4_CONVERT_H
@@ -52,7 +52,7 @@ typedef const float *(*convert_row_fn)(void *ctx, int64_t row, float *buf);
  * rows come from row(); src (F32/F16/BF16) is the dtype the floats were
  * stored in, used by the QAT quantizer when qat is set and type is Q4_0
  * (stats then counted into *st). */
-int convert_write_tensor(gguf_writer *w, enum g4_type type, const int64_t *ne, convert_row_fn row, void *ctx,
+int convert_write_tensor(g4_gguf_writer *w, enum g4_type type, const int64_t *ne, convert_row_fn row, void *ctx,
                          enum g4_type src, bool qat, g4_qat_stats *st, char *err);
 
 /* config.json of Gemma4ForConditionalGeneration (hparams in "text_config")
@@ -73,7 +73,7 @@ typedef struct convert_config {
  * with err naming path. */
 int convert_read_config(const g4_json *root, const char *path, convert_config *c, char *err);
 /* All gemma4.* keys, llama.cpp's converter style. */
-int convert_write_config_keys(const convert_config *c, gguf_writer *w, char *err);
+int convert_write_config_keys(const convert_config *c, g4_gguf_writer *w, char *err);
 /* The rope_freqs values for full layers (head_dim_full / 2 of them). */
 void convert_rope_freqs(const convert_config *c, float *out);
 int32_t convert_layer_n_ff(const convert_config *c, int32_t il);
@@ -82,7 +82,7 @@ int32_t convert_layer_n_ff(const convert_config *c, int32_t il);
  * tokenizer.ggml.* and tokenizer.chat_template; config (may be NULL) is the
  * parsed config.json, the fallback for special token ids. *n_vocab gets the
  * token count. */
-int convert_write_vocab(const char *dir, const g4_json *config, gguf_writer *w, int32_t *n_vocab, char *err);
+int convert_write_vocab(const char *dir, const g4_json *config, g4_gguf_writer *w, int32_t *n_vocab, char *err);
 
 /* The whole conversion behind `gemma4 convert`: HF checkpoint directory ->
  * GGUF of weight type `type` (convert_parse_type names). With qat, Q4_0

@@ -1,4 +1,4 @@
-#include "tools/server.h"
+#include "tools/serve/server.h"
 
 #include <math.h>
 #include <pthread.h>

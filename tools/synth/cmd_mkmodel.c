@@ -12,10 +12,10 @@
 #include "gguf/gguf_writer.h"
 #include "kernels/formats.h"
 #include "tools/commands.h"
-#include "tools/mkmodel.h"
-#include "tools/model_shapes.h"
-#include "tools/synth_vocab.h"
-#include "tools/synth_weights.h"
+#include "tools/synth/mkmodel.h"
+#include "tools/synth/model_shapes.h"
+#include "tools/synth/synth_vocab.h"
+#include "tools/synth/synth_weights.h"
 
 #define CHUNK_BYTES (8u << 20)          /* tensor data generated per write */
 #define PROGRESS_ALWAYS (1ull << 30)    /* files this big always report progress */
@@ -44,7 +44,7 @@ static double now(void) {
 /* The gemma4.* and general.* keys llama.cpp reads (spec §2.1); per-layer
  * values are written as arrays only when they differ between layers, as the
  * converter does. */
-static int set_model_keys(gguf_writer *w, const g4_shape *s, int ti, uint64_t seed, char *err) {
+static int set_model_keys(g4_gguf_writer *w, const g4_shape *s, int ti, uint64_t seed, char *err) {
     const int L = s->n_layer;
     int32_t ff[G4_SHAPE_MAX_LAYERS], kv[G4_SHAPE_MAX_LAYERS];
     bool swa[G4_SHAPE_MAX_LAYERS], ff_same = true, kv_same = true;
@@ -58,39 +58,39 @@ static int set_model_keys(gguf_writer *w, const g4_shape *s, int ti, uint64_t se
     char name[96], key[96];
     snprintf(name, sizeof name, "gemma4-synthetic-%s-%s-s%" PRIu64, s->name, file_types[ti].name, seed);
 #define K(k) (snprintf(key, sizeof key, "gemma4.%s", k), key)
-    int rc = gguf_writer_set_str(w, "general.architecture", "gemma4", err) ||
-             gguf_writer_set_str(w, "general.type", "model", err) ||
-             gguf_writer_set_str(w, "general.name", name, err) ||
-             gguf_writer_set_u32(w, "general.file_type", file_types[ti].file_type, err) ||
-             gguf_writer_set_u32(w, "general.quantization_version", 2, err) ||
-             gguf_writer_set_u32(w, K("block_count"), (uint32_t)L, err) ||
-             gguf_writer_set_u32(w, K("context_length"), (uint32_t)s->context_length, err) ||
-             gguf_writer_set_u32(w, K("embedding_length"), (uint32_t)s->n_embd, err) ||
-             (ff_same ? gguf_writer_set_u32(w, K("feed_forward_length"), (uint32_t)ff[0], err)
-                      : gguf_writer_set_arr(w, K("feed_forward_length"), GGUF_TYPE_INT32, ff, (uint64_t)L, err)) ||
-             gguf_writer_set_u32(w, K("attention.head_count"), (uint32_t)s->n_head, err) ||
-             (kv_same ? gguf_writer_set_u32(w, K("attention.head_count_kv"), (uint32_t)kv[0], err)
-                      : gguf_writer_set_arr(w, K("attention.head_count_kv"), GGUF_TYPE_INT32, kv, (uint64_t)L, err)) ||
-             gguf_writer_set_f32(w, K("rope.freq_base"), s->rope_base_full, err) ||
-             gguf_writer_set_f32(w, K("rope.freq_base_swa"), s->rope_base_swa, err) ||
-             gguf_writer_set_f32(w, K("attention.layer_norm_rms_epsilon"), s->rms_eps, err) ||
-             gguf_writer_set_u32(w, K("attention.key_length"), (uint32_t)s->head_dim_full, err) ||
-             gguf_writer_set_u32(w, K("attention.value_length"), (uint32_t)s->head_dim_full, err) ||
-             gguf_writer_set_u32(w, K("attention.key_length_swa"), (uint32_t)s->head_dim_swa, err) ||
-             gguf_writer_set_u32(w, K("attention.value_length_swa"), (uint32_t)s->head_dim_swa, err) ||
+    int rc = g4_gguf_writer_set_str(w, "general.architecture", "gemma4", err) ||
+             g4_gguf_writer_set_str(w, "general.type", "model", err) ||
+             g4_gguf_writer_set_str(w, "general.name", name, err) ||
+             g4_gguf_writer_set_u32(w, "general.file_type", file_types[ti].file_type, err) ||
+             g4_gguf_writer_set_u32(w, "general.quantization_version", 2, err) ||
+             g4_gguf_writer_set_u32(w, K("block_count"), (uint32_t)L, err) ||
+             g4_gguf_writer_set_u32(w, K("context_length"), (uint32_t)s->context_length, err) ||
+             g4_gguf_writer_set_u32(w, K("embedding_length"), (uint32_t)s->n_embd, err) ||
+             (ff_same ? g4_gguf_writer_set_u32(w, K("feed_forward_length"), (uint32_t)ff[0], err)
+                      : g4_gguf_writer_set_arr(w, K("feed_forward_length"), GGUF_TYPE_INT32, ff, (uint64_t)L, err)) ||
+             g4_gguf_writer_set_u32(w, K("attention.head_count"), (uint32_t)s->n_head, err) ||
+             (kv_same ? g4_gguf_writer_set_u32(w, K("attention.head_count_kv"), (uint32_t)kv[0], err)
+                      : g4_gguf_writer_set_arr(w, K("attention.head_count_kv"), GGUF_TYPE_INT32, kv, (uint64_t)L, err)) ||
+             g4_gguf_writer_set_f32(w, K("rope.freq_base"), s->rope_base_full, err) ||
+             g4_gguf_writer_set_f32(w, K("rope.freq_base_swa"), s->rope_base_swa, err) ||
+             g4_gguf_writer_set_f32(w, K("attention.layer_norm_rms_epsilon"), s->rms_eps, err) ||
+             g4_gguf_writer_set_u32(w, K("attention.key_length"), (uint32_t)s->head_dim_full, err) ||
+             g4_gguf_writer_set_u32(w, K("attention.value_length"), (uint32_t)s->head_dim_full, err) ||
+             g4_gguf_writer_set_u32(w, K("attention.key_length_swa"), (uint32_t)s->head_dim_swa, err) ||
+             g4_gguf_writer_set_u32(w, K("attention.value_length_swa"), (uint32_t)s->head_dim_swa, err) ||
              (s->final_logit_softcapping != 0 &&
-              gguf_writer_set_f32(w, K("final_logit_softcapping"), s->final_logit_softcapping, err)) ||
-             gguf_writer_set_u32(w, K("attention.sliding_window"), (uint32_t)s->n_swa, err) ||
-             gguf_writer_set_u32(w, K("attention.shared_kv_layers"), (uint32_t)s->n_kv_shared, err) ||
-             gguf_writer_set_u32(w, K("embedding_length_per_layer_input"), (uint32_t)s->n_embd_per_layer, err) ||
-             gguf_writer_set_arr(w, K("attention.sliding_window_pattern"), GGUF_TYPE_BOOL, swa, (uint64_t)L, err) ||
-             gguf_writer_set_u32(w, K("rope.dimension_count"), (uint32_t)s->head_dim_full, err) ||
-             gguf_writer_set_u32(w, K("rope.dimension_count_swa"),
+              g4_gguf_writer_set_f32(w, K("final_logit_softcapping"), s->final_logit_softcapping, err)) ||
+             g4_gguf_writer_set_u32(w, K("attention.sliding_window"), (uint32_t)s->n_swa, err) ||
+             g4_gguf_writer_set_u32(w, K("attention.shared_kv_layers"), (uint32_t)s->n_kv_shared, err) ||
+             g4_gguf_writer_set_u32(w, K("embedding_length_per_layer_input"), (uint32_t)s->n_embd_per_layer, err) ||
+             g4_gguf_writer_set_arr(w, K("attention.sliding_window_pattern"), GGUF_TYPE_BOOL, swa, (uint64_t)L, err) ||
+             g4_gguf_writer_set_u32(w, K("rope.dimension_count"), (uint32_t)s->head_dim_full, err) ||
+             g4_gguf_writer_set_u32(w, K("rope.dimension_count_swa"),
                                  (uint32_t)((double)s->head_dim_swa * s->partial_rotary_swa), err);
     if (!rc && s->n_expert)
-        rc = gguf_writer_set_u32(w, K("expert_count"), (uint32_t)s->n_expert, err) ||
-             gguf_writer_set_u32(w, K("expert_used_count"), (uint32_t)s->n_expert_used, err) ||
-             gguf_writer_set_u32(w, K("expert_feed_forward_length"), (uint32_t)s->n_ff_exp, err);
+        rc = g4_gguf_writer_set_u32(w, K("expert_count"), (uint32_t)s->n_expert, err) ||
+             g4_gguf_writer_set_u32(w, K("expert_used_count"), (uint32_t)s->n_expert_used, err) ||
+             g4_gguf_writer_set_u32(w, K("expert_feed_forward_length"), (uint32_t)s->n_ff_exp, err);
 #undef K
     return rc ? -1 : 0;
 }
@@ -102,12 +102,12 @@ static void report(int done, int n, uint64_t bytes, uint64_t total, double t0) {
 }
 
 /* Streams every tensor, CHUNK_BYTES of rows at a time. */
-static int write_tensors(gguf_writer *w, const g4_shape *s, const g4_tensor_spec *ts, int n, enum g4_type type,
+static int write_tensors(g4_gguf_writer *w, const g4_shape *s, const g4_tensor_spec *ts, int n, enum g4_type type,
                          uint64_t seed, bool progress, char *err) {
     uint64_t total = 0, done = 0, next_report = 0;
     int64_t max_ne0 = 0;
     for (int i = 0; i < n; i++) {
-        total += gguf_writer_tensor_nbytes(w, i);
+        total += g4_gguf_writer_tensor_nbytes(w, i);
         if (ts[i].ne[0] > max_ne0) max_ne0 = ts[i].ne[0];
     }
     progress = progress || total >= PROGRESS_ALWAYS;
@@ -125,7 +125,7 @@ static int write_tensors(gguf_writer *w, const g4_shape *s, const g4_tensor_spec
         for (int64_t r = 0; r < n_rows && !rc; r += step) {
             int64_t k = n_rows - r < step ? n_rows - r : step;
             g4_synth_rows(&ts[i], tt, seed, s->fast_weights, r, k, buf, scratch);
-            rc = gguf_writer_write(w, buf, (size_t)k * row_bytes, err);
+            rc = g4_gguf_writer_write(w, buf, (size_t)k * row_bytes, err);
             done += (uint64_t)k * row_bytes;
             if (progress && done >= next_report) {
                 report(i, n, done, total, t0);
@@ -149,24 +149,24 @@ int g4_mkmodel_write(const g4_shape *s, enum g4_type type, uint64_t seed, const 
     int n = 0;
     g4_tensor_spec *ts = g4_shape_tensors(s, &n);
     g4_synth_vocab v;
-    gguf_writer *w = NULL;
+    g4_gguf_writer *w = NULL;
     int rc = -1;
     if (!ts) {
         snprintf(err, G4_ERR_LEN, "mkmodel: out of memory");
         return -1;
     }
     if (g4_synth_vocab_build(&v, s->vocab_size, err)) goto out_ts;
-    w = gguf_writer_new(path, 0, err);
+    w = g4_gguf_writer_new(path, 0, err);
     if (!w || set_model_keys(w, s, ti, seed, err) || g4_synth_vocab_write(&v, w, err)) goto out;
     for (int i = 0; i < n; i++)
-        if (gguf_writer_add_tensor(w, ts[i].name, g4_shape_tensor_type(&ts[i], type), ts[i].n_dims, ts[i].ne, err))
+        if (g4_gguf_writer_add_tensor(w, ts[i].name, g4_shape_tensor_type(&ts[i], type), ts[i].n_dims, ts[i].ne, err))
             goto out;
-    if (gguf_writer_begin(w, err) || write_tensors(w, s, ts, n, type, seed, progress, err) ||
-        gguf_writer_finish(w, err))
+    if (g4_gguf_writer_begin(w, err) || write_tensors(w, s, ts, n, type, seed, progress, err) ||
+        g4_gguf_writer_finish(w, err))
         goto out;
     rc = 0;
 out:
-    gguf_writer_free(w);
+    g4_gguf_writer_free(w);
     g4_synth_vocab_free(&v);
 out_ts:
     free(ts);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tools/convert.h"
+#include "tools/convert/convert.h"
 
 #define REQUIRED INT64_MIN
 
@@ -121,42 +121,42 @@ void convert_rope_freqs(const convert_config *c, float *out) {
     for (int32_t i = 0; i < n_pairs; i++) out[i] = i < n_rot ? 1.0f : 1e30f;
 }
 
-int convert_write_config_keys(const convert_config *c, gguf_writer *w, char *err) {
+int convert_write_config_keys(const convert_config *c, g4_gguf_writer *w, char *err) {
     int32_t per_layer[CONVERT_MAX_LAYERS];
-    int rc = gguf_writer_set_u32(w, "gemma4.block_count", (uint32_t)c->n_layer, err) ||
-             gguf_writer_set_u32(w, "gemma4.context_length", (uint32_t)c->n_ctx, err) ||
-             gguf_writer_set_u32(w, "gemma4.embedding_length", (uint32_t)c->n_embd, err);
+    int rc = g4_gguf_writer_set_u32(w, "gemma4.block_count", (uint32_t)c->n_layer, err) ||
+             g4_gguf_writer_set_u32(w, "gemma4.context_length", (uint32_t)c->n_ctx, err) ||
+             g4_gguf_writer_set_u32(w, "gemma4.embedding_length", (uint32_t)c->n_embd, err);
     if (!rc && c->double_wide_mlp) {
         for (int32_t il = 0; il < c->n_layer; il++) per_layer[il] = convert_layer_n_ff(c, il);
-        rc = gguf_writer_set_arr(w, "gemma4.feed_forward_length", GGUF_TYPE_INT32, per_layer, (uint64_t)c->n_layer, err);
+        rc = g4_gguf_writer_set_arr(w, "gemma4.feed_forward_length", GGUF_TYPE_INT32, per_layer, (uint64_t)c->n_layer, err);
     } else if (!rc) {
-        rc = gguf_writer_set_u32(w, "gemma4.feed_forward_length", (uint32_t)c->n_ff, err);
+        rc = g4_gguf_writer_set_u32(w, "gemma4.feed_forward_length", (uint32_t)c->n_ff, err);
     }
-    rc = rc || gguf_writer_set_u32(w, "gemma4.attention.head_count", (uint32_t)c->n_head, err);
+    rc = rc || g4_gguf_writer_set_u32(w, "gemma4.attention.head_count", (uint32_t)c->n_head, err);
     if (!rc && c->n_head_kv_full >= 0) {
         for (int32_t il = 0; il < c->n_layer; il++) per_layer[il] = c->swa[il] ? c->n_head_kv : c->n_head_kv_full;
-        rc = gguf_writer_set_arr(w, "gemma4.attention.head_count_kv", GGUF_TYPE_INT32, per_layer, (uint64_t)c->n_layer, err);
+        rc = g4_gguf_writer_set_arr(w, "gemma4.attention.head_count_kv", GGUF_TYPE_INT32, per_layer, (uint64_t)c->n_layer, err);
     } else if (!rc) {
-        rc = gguf_writer_set_u32(w, "gemma4.attention.head_count_kv", (uint32_t)c->n_head_kv, err);
+        rc = g4_gguf_writer_set_u32(w, "gemma4.attention.head_count_kv", (uint32_t)c->n_head_kv, err);
     }
-    rc = rc || gguf_writer_set_f32(w, "gemma4.rope.freq_base", c->rope_base, err) ||
-         gguf_writer_set_f32(w, "gemma4.rope.freq_base_swa", c->rope_base_swa, err) ||
-         gguf_writer_set_f32(w, "gemma4.attention.layer_norm_rms_epsilon", c->rms_eps, err) ||
-         gguf_writer_set_u32(w, "gemma4.attention.key_length", (uint32_t)c->head_dim_full, err) ||
-         gguf_writer_set_u32(w, "gemma4.attention.value_length", (uint32_t)c->head_dim_full, err) ||
-         gguf_writer_set_u32(w, "gemma4.attention.key_length_swa", (uint32_t)c->head_dim, err) ||
-         gguf_writer_set_u32(w, "gemma4.attention.value_length_swa", (uint32_t)c->head_dim, err) ||
-         (c->has_softcap && gguf_writer_set_f32(w, "gemma4.final_logit_softcapping", c->softcap, err)) ||
-         gguf_writer_set_u32(w, "gemma4.attention.sliding_window", (uint32_t)c->n_swa, err) ||
-         gguf_writer_set_u32(w, "gemma4.attention.shared_kv_layers", (uint32_t)c->n_kv_shared, err) ||
-         gguf_writer_set_u32(w, "gemma4.embedding_length_per_layer_input", (uint32_t)c->n_embd_per_layer, err) ||
-         gguf_writer_set_arr(w, "gemma4.attention.sliding_window_pattern", GGUF_TYPE_BOOL, c->swa, (uint64_t)c->n_layer,
+    rc = rc || g4_gguf_writer_set_f32(w, "gemma4.rope.freq_base", c->rope_base, err) ||
+         g4_gguf_writer_set_f32(w, "gemma4.rope.freq_base_swa", c->rope_base_swa, err) ||
+         g4_gguf_writer_set_f32(w, "gemma4.attention.layer_norm_rms_epsilon", c->rms_eps, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.attention.key_length", (uint32_t)c->head_dim_full, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.attention.value_length", (uint32_t)c->head_dim_full, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.attention.key_length_swa", (uint32_t)c->head_dim, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.attention.value_length_swa", (uint32_t)c->head_dim, err) ||
+         (c->has_softcap && g4_gguf_writer_set_f32(w, "gemma4.final_logit_softcapping", c->softcap, err)) ||
+         g4_gguf_writer_set_u32(w, "gemma4.attention.sliding_window", (uint32_t)c->n_swa, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.attention.shared_kv_layers", (uint32_t)c->n_kv_shared, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.embedding_length_per_layer_input", (uint32_t)c->n_embd_per_layer, err) ||
+         g4_gguf_writer_set_arr(w, "gemma4.attention.sliding_window_pattern", GGUF_TYPE_BOOL, c->swa, (uint64_t)c->n_layer,
                              err) ||
-         gguf_writer_set_u32(w, "gemma4.rope.dimension_count", (uint32_t)c->head_dim_full, err) ||
-         gguf_writer_set_u32(w, "gemma4.rope.dimension_count_swa", (uint32_t)(c->head_dim * c->partial_rotary_swa), err);
+         g4_gguf_writer_set_u32(w, "gemma4.rope.dimension_count", (uint32_t)c->head_dim_full, err) ||
+         g4_gguf_writer_set_u32(w, "gemma4.rope.dimension_count_swa", (uint32_t)(c->head_dim * c->partial_rotary_swa), err);
     if (!rc && c->n_expert > 0)
-        rc = gguf_writer_set_u32(w, "gemma4.expert_count", (uint32_t)c->n_expert, err) ||
-             gguf_writer_set_u32(w, "gemma4.expert_used_count", (uint32_t)c->n_expert_used, err) ||
-             gguf_writer_set_u32(w, "gemma4.expert_feed_forward_length", (uint32_t)c->n_ff_exp, err);
+        rc = g4_gguf_writer_set_u32(w, "gemma4.expert_count", (uint32_t)c->n_expert, err) ||
+             g4_gguf_writer_set_u32(w, "gemma4.expert_used_count", (uint32_t)c->n_expert_used, err) ||
+             g4_gguf_writer_set_u32(w, "gemma4.expert_feed_forward_length", (uint32_t)c->n_ff_exp, err);
     return rc ? -1 : 0;
 }

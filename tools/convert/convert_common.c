@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/convert.h"
-#include "tools/model_shapes.h"
+#include "tools/convert/convert.h"
+#include "tools/synth/model_shapes.h"
 
 static const struct {
     const char *name;
@@ -40,7 +40,7 @@ enum g4_type convert_tensor_type(const char *name, uint32_t n_dims, const int64_
     return g4_shape_tensor_type(&spec, file_type);
 }
 
-int convert_write_tensor(gguf_writer *w, enum g4_type type, const int64_t *ne, convert_row_fn row, void *ctx,
+int convert_write_tensor(g4_gguf_writer *w, enum g4_type type, const int64_t *ne, convert_row_fn row, void *ctx,
                          enum g4_type src, bool qat, g4_qat_stats *st, char *err) {
     const int64_t n_rows = ne[1] * ne[2] * ne[3];
     const size_t row_bytes = g4_row_size(type, ne[0]);
@@ -52,7 +52,7 @@ int convert_write_tensor(gguf_writer *w, enum g4_type type, const int64_t *ne, c
         const float *x = row(ctx, r, buf);
         if (qat && type == G4_TYPE_Q4_0) g4_qat_quantize_q4_0(x, ne[0], src, out, st);
         else g4_quantize_row(type, x, out, ne[0]);
-        rc = gguf_writer_write(w, out, row_bytes, err);
+        rc = g4_gguf_writer_write(w, out, row_bytes, err);
     }
     free(buf);
     free(out);

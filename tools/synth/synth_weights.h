@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "kernels/formats.h"
-#include "tools/model_shapes.h"
+#include "tools/synth/model_shapes.h"
 
 /* Writes rows [row0, row0 + n_rows) of tensor t (a row = ne[0] values; rows
  * run over ne[1..3]) in `type` to dst, g4_row_size(type, ne[0]) bytes per

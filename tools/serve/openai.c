@@ -10,7 +10,7 @@
  * shown) force a call: the model's turn is started with "<|tool_call>call:"
  * (and the name and "{"), and the server keeps the rest well formed with
  * oai_call_guard. */
-#include "tools/openai.h"
+#include "tools/serve/openai.h"
 
 #include <stdarg.h>
 #include <stdio.h>

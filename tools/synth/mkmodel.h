@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/formats.h"
-#include "tools/model_shapes.h"
+#include "tools/synth/model_shapes.h"
 
 /* type: F32, F16, Q8_0, Q4_0 or Q4_K (the weight type of the file; see
  * g4_shape_tensor_type for the per-tensor rule). progress: a status line on

@@ -1,6 +1,6 @@
 /* Synthetic weights: exact (splitmix stream + reference quantizers) and fast
- * (random blocks). See tools/synth_weights.h. */
-#include "tools/synth_weights.h"
+ * (random blocks). See tools/synth/synth_weights.h. */
+#include "tools/synth/synth_weights.h"
 
 #include <math.h>
 #include <string.h>

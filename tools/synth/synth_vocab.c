@@ -2,7 +2,7 @@
  * content tokens at the lowest free ids. Strings live in one arena addressed
  * by offset (it grows while building); a hash of the strings keeps every
  * token unique, since the tokenizer looks tokens up by text. */
-#include "tools/synth_vocab.h"
+#include "tools/synth/synth_vocab.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -309,22 +309,22 @@ void g4_synth_vocab_free(g4_synth_vocab *v) {
     memset(v, 0, sizeof *v);
 }
 
-int g4_synth_vocab_write(const g4_synth_vocab *v, gguf_writer *w, char *err) {
+int g4_synth_vocab_write(const g4_synth_vocab *v, g4_gguf_writer *w, char *err) {
     const char *p = "tokenizer.ggml.";
     char key[64];
 #define KEY(k) (snprintf(key, sizeof key, "%s%s", p, k), key)
-    if (gguf_writer_set_str(w, KEY("model"), "gemma4", err) ||
-        gguf_writer_set_arr(w, KEY("tokens"), GGUF_TYPE_STRING, v->tokens, (uint64_t)v->n_tokens, err) ||
-        gguf_writer_set_arr(w, KEY("scores"), GGUF_TYPE_FLOAT32, v->scores, (uint64_t)v->n_tokens, err) ||
-        gguf_writer_set_arr(w, KEY("token_type"), GGUF_TYPE_INT32, v->types, (uint64_t)v->n_tokens, err) ||
-        gguf_writer_set_arr(w, KEY("merges"), GGUF_TYPE_STRING, v->merges, (uint64_t)v->n_merges, err) ||
-        gguf_writer_set_u32(w, KEY("bos_token_id"), v->bos, err) ||
-        gguf_writer_set_u32(w, KEY("eos_token_id"), v->eos, err) ||
-        gguf_writer_set_u32(w, KEY("unknown_token_id"), v->unk, err) ||
-        gguf_writer_set_u32(w, KEY("padding_token_id"), v->pad, err) ||
-        gguf_writer_set_u32(w, KEY("mask_token_id"), v->mask, err) ||
-        gguf_writer_set_bool(w, KEY("add_space_prefix"), false, err) ||
-        gguf_writer_set_bool(w, KEY("add_bos_token"), true, err))
+    if (g4_gguf_writer_set_str(w, KEY("model"), "gemma4", err) ||
+        g4_gguf_writer_set_arr(w, KEY("tokens"), GGUF_TYPE_STRING, v->tokens, (uint64_t)v->n_tokens, err) ||
+        g4_gguf_writer_set_arr(w, KEY("scores"), GGUF_TYPE_FLOAT32, v->scores, (uint64_t)v->n_tokens, err) ||
+        g4_gguf_writer_set_arr(w, KEY("token_type"), GGUF_TYPE_INT32, v->types, (uint64_t)v->n_tokens, err) ||
+        g4_gguf_writer_set_arr(w, KEY("merges"), GGUF_TYPE_STRING, v->merges, (uint64_t)v->n_merges, err) ||
+        g4_gguf_writer_set_u32(w, KEY("bos_token_id"), v->bos, err) ||
+        g4_gguf_writer_set_u32(w, KEY("eos_token_id"), v->eos, err) ||
+        g4_gguf_writer_set_u32(w, KEY("unknown_token_id"), v->unk, err) ||
+        g4_gguf_writer_set_u32(w, KEY("padding_token_id"), v->pad, err) ||
+        g4_gguf_writer_set_u32(w, KEY("mask_token_id"), v->mask, err) ||
+        g4_gguf_writer_set_bool(w, KEY("add_space_prefix"), false, err) ||
+        g4_gguf_writer_set_bool(w, KEY("add_bos_token"), true, err))
         return -1;
 #undef KEY
     return 0;

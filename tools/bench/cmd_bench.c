@@ -5,7 +5,7 @@
  * on an empty cache; tg is -n single-token evals starting from an empty
  * cache; each test runs once to warm up (tg: one token) and then -r timed
  * times, the cache emptied before each. The limits are measured first, with
- * the model not yet mapped: read bandwidth from tools/membw.c for every
+ * the model not yet mapped: read bandwidth from tools/bench/membw.c for every
  * thread count, and the clock for the FP32 peak estimate. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +15,10 @@
 
 #include "gemma4.h"
 #include "kernels/kernels.h"
-#include "tools/bench_report.h"
+#include "tools/bench/bench_report.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
-#include "tools/membw.h"
+#include "tools/bench/membw.h"
 
 #define MAX_THREAD_COUNTS 16
 #define PROBE_BYTES ((size_t)512 << 20) /* far beyond any last-level cache */
