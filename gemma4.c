@@ -1,8 +1,11 @@
 /* gemma4.c: the Gemma 4 forward pass, one ubatch of tokens through every
- * layer, in the order docs/architecture.md describes it: token embedding,
- * per-layer inputs, then per layer attention, feed-forward (dense, or the
- * shared MLP beside the routed experts), per-layer embedding injection and
- * the layer scale, and finally the soft-capped output head.
+ * layer, in the order docs/architecture.md §4 describes it: token embedding
+ * (§4.1), per-layer inputs (§4.2), then per layer attention (§4.4, with RoPE
+ * §4.3 and KV sharing §4.5), feed-forward (dense §4.6, or the shared MLP
+ * beside the routed experts §4.7), per-layer embedding injection and the
+ * layer scale (§4.8), and finally the soft-capped output head (§4.9).
+ * Every §N in this file is a section of docs/architecture.md; the float
+ * operations keep llama.cpp's order (§5).
  * Loading lives in load.c, sessions and batching in session.c; the scratch
  * buffers used here are described where model.h declares them. All matmuls
  * go through kernels/ (g4_matmul); this file never sees an ISA.
@@ -19,22 +22,16 @@
 #include "model.h"
 
 
-static int dump_enabled = -1;
-
-/* GGML-style node names: "Qcur-3" for layer 3, "inp_scaled" for globals. */
+/* Hands n_tok rows of n values to the running session's dump callback
+ * (gemma4_session_params.dump), if any, under GGML-style node names:
+ * "Qcur-3" for layer 3, "inp_scaled" for globals. */
 static void dump(const char *name, int32_t il, const float *x, int64_t n_tok, int64_t n) {
-    if (dump_enabled < 0) dump_enabled = getenv("GEMMA4_DUMP") && *getenv("GEMMA4_DUMP") != '0';
-    if (!dump_enabled) return;
-    for (int64_t t = 0; t < n_tok; t++) {
-        const float *v = x + t * n;
-        double sum = 0, sq = 0;
-        for (int64_t i = 0; i < n; i++) sum += v[i], sq += (double)v[i] * v[i];
-        char nm[64];
-        if (il >= 0) snprintf(nm, sizeof nm, "%s-%d", name, il);
-        else snprintf(nm, sizeof nm, "%s", name);
-        fprintf(stderr, "%-24s t=%-4lld n=%-6lld sum=%-14.6g rms=%-12.6g [%.6g %.6g %.6g %.6g]\n", nm, (long long)t,
-                (long long)n, sum, sqrt(sq / (double)n), v[0], n > 1 ? v[1] : 0, n > 2 ? v[2] : 0, n > 3 ? v[3] : 0);
-    }
+    const gemma4_session *s = g4_dumping;
+    if (!s) return;
+    char nm[64];
+    if (il >= 0) snprintf(nm, sizeof nm, "%s-%d", name, il);
+    else snprintf(nm, sizeof nm, "%s", name);
+    for (int64_t t = 0; t < n_tok; t++) s->dump(s->dump_user, nm, (int32_t)t, x + t * n, n);
 }
 
 
@@ -79,7 +76,8 @@ typedef struct attn_job {
     int32_t n_tok;
 } attn_job;
 
-/* Causal attention over the token's own sequence, one (token, KV head) pair
+/* §4.4 steps 4-6 (§4.5: reads layer kv_src's cache).
+ * Causal attention over the token's own sequence, one (token, KV head) pair
  * at a time, so the query heads that share the KV head read each cached row
  * once (grouped-query attention); the pairs are spread over the pool.
  * Cached rows are read a page at a time. Scale is 1: the q/k norms replace
@@ -118,7 +116,8 @@ static void attention_task(void *arg, int ith, int nth) {
     }
 }
 
-/* §4.4: attention block; reads s->x, leaves r = x + post_attention_norm(attn). */
+/* §4.4 (RoPE §4.3, KV-shared layers §4.5): attention block; reads s->x,
+ * leaves r = x + post_attention_norm(attn). */
 static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
     const gemma4_model *m = s->m;
     const layer *L = &m->layers[il];
@@ -168,7 +167,7 @@ static void attention_block(gemma4_session *s, int32_t il, int32_t n_tok) {
     dump("attn_out", il, s->r, n_tok, d);
 }
 
-/* GELU-gated MLP: out = down(gelu(gate x) * up x), for n_tok rows of x. */
+/* §4.6 GELU-gated MLP: out = down(gelu(gate x) * up x), for n_tok rows of x. */
 static void gated_mlp(gemma4_session *s, const g4_weight *gate, const g4_weight *up, const g4_weight *down,
                       const float *x, int64_t n_tok, float *out) {
     const int64_t f = gate->n_out;
@@ -184,11 +183,30 @@ static g4_weight expert(const g4_weight *w, size_t stride, int32_t e) {
     return x;
 }
 
-/* §4.6 router for one token: on the post-attention residual r, softmax over
+static bool expert_beats(const float *probs, int32_t a, int32_t b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+}
+
+/* Restores the heap order below slot i: sel[0] is the weakest kept expert. */
+static void expert_sift(const float *probs, int32_t *sel, int64_t K, int64_t i) {
+    for (;;) {
+        int64_t weakest = i, l = 2 * i + 1, r = l + 1;
+        if (l < K && expert_beats(probs, sel[weakest], sel[l])) weakest = l;
+        if (r < K && expert_beats(probs, sel[weakest], sel[r])) weakest = r;
+        if (weakest == i) return;
+        const int32_t t = sel[i];
+        sel[i] = sel[weakest];
+        sel[weakest] = t;
+        i = weakest;
+    }
+}
+
+/* §4.7 router for one token: on the post-attention residual r, softmax over
  * all experts, top-k, renormalised weights. */
-static void route(const gemma4_model *m, const layer *L, int32_t il, const float *r, int32_t *sel, float *w) {
+static void route(gemma4_session *s, const layer *L, int32_t il, const float *r, int32_t *sel, float *w) {
+    const gemma4_model *m = s->m;
     const int64_t d = m->n_embd, E = m->n_expert, K = m->n_expert_used;
-    float z[d], probs[E];
+    float *z = s->router_in, *probs = s->router_probs;
     g4_rms_norm(z, r, NULL, d, m->rms_eps);
     const float inv_sqrt_d = 1.0f / sqrtf((float)d);
     for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv_sqrt_d * L->ffn_gate_inp_scale[i];
@@ -196,24 +214,27 @@ static void route(const gemma4_model *m, const layer *L, int32_t il, const float
     dump("ffn_moe_logits", il, probs, 1, E);
     g4_softmax(probs, E);
     dump("ffn_moe_probs", il, probs, 1, E);
-    float wsum = 0.0f;
-    for (int64_t k = 0; k < K; k++) { /* descending probability, lowest index first on ties */
-        int32_t best = -1;
-        for (int32_t e = 0; e < E; e++) {
-            bool taken = false;
-            for (int64_t j = 0; j < k; j++) taken |= sel[j] == e;
-            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+    /* top-k in O(E log K): a heap of the K best so far, weakest on top; then
+     * the K in descending probability, lowest index first on ties (the order
+     * the weighted sum is accumulated in) */
+    for (int32_t e = 0; e < K; e++) sel[e] = e;
+    for (int64_t i = K / 2 - 1; i >= 0; i--) expert_sift(probs, sel, K, i);
+    for (int32_t e = (int32_t)K; e < E; e++)
+        if (expert_beats(probs, e, sel[0])) sel[0] = e, expert_sift(probs, sel, K, 0);
+    for (int64_t k = 1; k < K; k++) /* K <= G4_MAX_EXPERTS_USED: insertion sort is fine */
+        for (int64_t j = k; j > 0 && expert_beats(probs, sel[j], sel[j - 1]); j--) {
+            const int32_t t = sel[j];
+            sel[j] = sel[j - 1];
+            sel[j - 1] = t;
         }
-        sel[k] = best;
-        w[k] = probs[best];
-        wsum += w[k];
-    }
+    float wsum = 0.0f;
+    for (int64_t k = 0; k < K; k++) wsum += w[k] = probs[sel[k]];
     if (wsum < 6.103515625e-5f) wsum = 6.103515625e-5f;
     for (int64_t k = 0; k < K; k++) w[k] /= wsum;
     dump("ffn_moe_weights_norm", il, w, 1, K);
 }
 
-/* §4.6 expert branch for tokens [t0, t0 + n), n <= MOE_CHUNK: routes each
+/* §4.7 expert branch for tokens [t0, t0 + n), n <= MOE_CHUNK: routes each
  * token, runs every chosen expert once on the batch of tokens routed to it
  * (all experts' gate and up in one dispatch, their down in another), then
  * acc[t] = sum over the token's choices, in choice order, of
@@ -222,26 +243,34 @@ static void moe_chunk(gemma4_session *s, const layer *L, int32_t il, const float
                       float *acc) {
     const gemma4_model *m = s->m;
     const int64_t d = m->n_embd, E = m->n_expert, K = m->n_expert_used, Fe = m->n_ff_exp;
-    for (int32_t t = 0; t < n; t++) route(m, L, il, r + t * d, s->moe_sel + t * K, s->moe_w + t * K);
+    for (int32_t t = 0; t < n; t++) route(s, L, il, r + t * d, s->moe_sel + t * K, s->moe_w + t * K);
 
-    g4_weight gate[E], up[E], down[E];
-    g4_matmul_job gate_up[2 * E], downs[E];
-    int32_t n_jobs = 0, rows = 0;
+    /* gather: each expert's tokens become consecutive rows of moe_x, in
+     * token order (a counting sort over the n * K choices) */
+    int32_t *first = s->moe_first;
+    memset(first, 0, (size_t)(E + 1) * sizeof *first);
+    for (int32_t i = 0; i < n * K; i++) first[s->moe_sel[i] + 1]++;
+    for (int64_t e = 0; e < E; e++) first[e + 1] += first[e];
+    for (int32_t i = 0; i < n * K; i++) {
+        const int32_t row = first[s->moe_sel[i]]++;
+        memcpy(s->moe_x + (size_t)row * d, e_in + (size_t)(i / K) * d, (size_t)d * sizeof(float));
+        s->moe_row[i] = row;
+    }
+    /* first[e] is now where expert e + 1 starts; one matmul job per expert used */
+    g4_weight *gate = s->moe_mats, *up = gate + E, *down = up + E;
+    g4_matmul_job *gate_up = s->moe_jobs, *downs = gate_up + 2 * E;
+    int32_t n_jobs = 0;
+    const int32_t rows = first[E - 1];
     for (int32_t e = 0; e < E; e++) {
-        const int32_t first = rows;
-        for (int32_t i = 0; i < n * K; i++) /* gather the tokens routed to e */
-            if (s->moe_sel[i] == e) {
-                memcpy(s->moe_x + (size_t)rows * d, e_in + (size_t)(i / K) * d, (size_t)d * sizeof(float));
-                s->moe_row[i] = rows++;
-            }
-        if (rows == first) continue;
+        const int32_t lo = e ? first[e - 1] : 0, cnt = first[e] - lo;
+        if (!cnt) continue;
         gate[n_jobs] = expert(&L->gate_exps, L->gate_exps_stride, e);
         up[n_jobs] = expert(&L->up_exps, L->up_exps_stride, e);
         down[n_jobs] = expert(&L->down_exps, L->down_exps_stride, e);
-        const float *x = s->moe_x + (size_t)first * d;
-        gate_up[2 * n_jobs] = (g4_matmul_job){&gate[n_jobs], x, rows - first, s->moe_g + (size_t)first * Fe};
-        gate_up[2 * n_jobs + 1] = (g4_matmul_job){&up[n_jobs], x, rows - first, s->moe_u + (size_t)first * Fe};
-        downs[n_jobs] = (g4_matmul_job){&down[n_jobs], s->moe_g + (size_t)first * Fe, rows - first, s->moe_y + (size_t)first * d};
+        const float *x = s->moe_x + (size_t)lo * d;
+        gate_up[2 * n_jobs] = (g4_matmul_job){&gate[n_jobs], x, cnt, s->moe_g + (size_t)lo * Fe};
+        gate_up[2 * n_jobs + 1] = (g4_matmul_job){&up[n_jobs], x, cnt, s->moe_u + (size_t)lo * Fe};
+        downs[n_jobs] = (g4_matmul_job){&down[n_jobs], s->moe_g + (size_t)lo * Fe, cnt, s->moe_y + (size_t)lo * d};
         n_jobs++;
     }
     g4_matmul_many(gate_up, 2 * n_jobs, s->pool);
@@ -258,7 +287,7 @@ static void moe_chunk(gemma4_session *s, const layer *L, int32_t il, const float
         }
 }
 
-/* §4.5 / §4.6: feed-forward on r; leaves x = r + post_ffw_norm(ffn). */
+/* §4.6 / §4.7: feed-forward on r; leaves x = r + post_ffw_norm(ffn). */
 static void ffn_block(gemma4_session *s, int32_t il, int32_t n_tok) {
     const gemma4_model *m = s->m;
     const layer *L = &m->layers[il];
@@ -309,7 +338,7 @@ static void per_layer_inputs(gemma4_session *s, const int32_t *tokens, int32_t n
     dump("inp_per_layer", -1, s->ple, n_tok, W);
 }
 
-/* §4.7: h += post_norm(proj(gelu(inp_gate h) * S_l)). */
+/* §4.8: h += post_norm(proj(gelu(inp_gate h) * S_l)). */
 static void per_layer_injection(gemma4_session *s, int32_t il, int32_t n_tok) {
     const gemma4_model *m = s->m;
     const layer *L = &m->layers[il];
@@ -347,12 +376,13 @@ void g4_forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, const i
         ffn_block(s, il, n_tok);
         dump("pe_in", il, s->x, n_tok, d);
         if (m->n_embd_per_layer) per_layer_injection(s, il, n_tok);
+        /* §4.8 layer output scale: the whole stream */
         for (int64_t i = 0; i < n_tok * d; i++) s->x[i] *= L->out_scale;
         dump("l_out", il, s->x, n_tok, d);
     }
 
     if (!n_out) return;
-    /* §4.8 output head on the rows asked for */
+    /* §4.9 output head on the rows asked for */
     for (int32_t i = 0; i < n_out; i++) g4_rms_norm(s->a + i * d, s->x + (int64_t)out_rows[i] * d, m->output_norm, d, m->rms_eps);
     dump("result_norm", -1, s->a, n_out, d);
     matmul(s, &m->output, s->a, n_out, out);

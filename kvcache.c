@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf/gguf.h" /* G4_ERR_LEN */
+#include "error.h"
 
 #define REGION_ALIGN 64 /* each layer's K or V rows in a page start on a cache line */
 

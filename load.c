@@ -1,6 +1,6 @@
 /* Loading a Gemma 4 GGUF: hyperparameters from the gemma4.* keys, every
  * tensor bound by name with the shape the architecture implies, 1-D tensors
- * converted to f32, and the matrices the active kernels want interleaved
+ * converted to f32, and the matrices the chosen kernels want interleaved
  * repacked. Also the read-only views of what was loaded (gemma4_model_info). */
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +116,8 @@ static int bind_vec(gemma4_model *m, const char *name, bool required, int64_t n,
     float *v = malloc((size_t)n * sizeof *v);
     if ((rc = own(m, v, err))) return rc;
     g4_dequantize_row(t->type, t->data, v, n);
+    for (int64_t i = 0; i < n; i++) /* norm weights, scales, RoPE factors: a NaN here poisons every logit */
+        if (!isfinite(v[i])) return g4_error(err, NULL, "%s: tensor %s: value %lld is not finite", m->path, name, (long long)i);
     *out = v;
     return 0;
 }
@@ -138,50 +140,50 @@ static int bind_mat(gemma4_model *m, const char *name, bool required, int64_t n_
 }
 
 /* Interleaves one matrix, or a stack of n_stack matrices of stack_rows rows
- * each (experts), for the active kernels (kernels/repack.h). A stack is
+ * each (experts), for kernel table k (kernels/repack.h). A stack is
  * interleaved whole only when every matrix in it, and w's own rows, are
- * whole groups, so that expert e still starts at e * stride. */
-static int repack(gemma4_model *m, g4_weight *w, int64_t stack_rows, int64_t n_stack, char *err) {
+ * whole groups, so that expert e still starts at e * stride. Rows wider
+ * than the interleaved kernels take stay plain: they would be unpacked on
+ * every product. */
+static int repack(gemma4_model *m, const g4_kernels *k, g4_weight *w, int64_t stack_rows, int64_t n_stack, char *err) {
     g4_weight all = *w;
     all.n_out = stack_rows * n_stack;
     if (n_stack > 1 && (w->n_out % G4_REPACK_ROWS || stack_rows % G4_REPACK_ROWS)) return 0;
-    if (!w->data || !g4_repack_supported(g4_kernels_active(), &all)) return 0;
+    if (!w->data || w->n_in > G4_X8_MAX_IN || !g4_repack_supported(k, &all)) return 0;
     if (!g4_repack(&all, true)) return g4_error(err, NULL, "%s: out of memory interleaving weights", m->path);
     w->data = all.data;
     w->interleaved = 1;
     return own(m, (void *)(uintptr_t)all.data, err);
 }
 
-/* Load-time interleaving of every matrix the active kernels have an
- * interleaved kernel for, as llama.cpp's CPU repacking: decode then streams
- * each matrix once with 8 rows per SIMD vector. GEMMA4_REPACK=0 keeps the
- * zero-copy mapping. per_layer_token_embd stays plain: it is only gathered
- * by token, never multiplied; token_embd is both (its rows are unpacked for
- * the lookup). */
-static int repack_weights(gemma4_model *m, char *err) {
-    const char *env = getenv("GEMMA4_REPACK");
-    if (env && !strcmp(env, "0")) return 0;
+/* Load-time interleaving of every matrix kernel table k has an interleaved
+ * kernel for, as llama.cpp's CPU repacking: decode then streams each matrix
+ * once with 8 rows per SIMD vector (gemma4_load_params.no_repack keeps the
+ * zero-copy mapping instead). per_layer_token_embd stays plain: it is only
+ * gathered by token, never multiplied; token_embd is both (its rows are
+ * unpacked for the lookup). */
+static int repack_weights(gemma4_model *m, const g4_kernels *k, char *err) {
     const bool tied = m->output.data == m->token_embd.data;
-    int rc = repack(m, &m->token_embd, m->token_embd.n_out, 1, err);
+    int rc = repack(m, k, &m->token_embd, m->token_embd.n_out, 1, err);
     if (tied) m->output = m->token_embd;
-    else rc = rc ? rc : repack(m, &m->output, m->output.n_out, 1, err);
-    rc = rc ? rc : repack(m, &m->per_layer_model_proj, m->per_layer_model_proj.n_out, 1, err);
+    else rc = rc ? rc : repack(m, k, &m->output, m->output.n_out, 1, err);
+    rc = rc ? rc : repack(m, k, &m->per_layer_model_proj, m->per_layer_model_proj.n_out, 1, err);
     for (int32_t l = 0; l < m->n_layer && !rc; l++) {
         layer *L = &m->layers[l];
         g4_weight *mats[] = {&L->attn_q, &L->attn_k, &L->attn_v, &L->attn_output, &L->ffn_gate, &L->ffn_up,
                              &L->ffn_down, &L->ffn_gate_inp, &L->inp_gate, &L->proj};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0] && !rc; i++) rc = repack(m, mats[i], mats[i]->n_out, 1, err);
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0] && !rc; i++) rc = repack(m, k, mats[i], mats[i]->n_out, 1, err);
         if (!L->moe || rc) continue;
         const int64_t E = m->n_expert;
         /* fused gate_up: an expert's stride holds its gate rows and then its up rows */
         const bool fused = L->gate_exps_stride == 2 * (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
-        rc = repack(m, &L->down_exps, (int64_t)(L->down_exps_stride / L->down_exps.row_bytes), E, err);
-        rc = rc ? rc : repack(m, &L->gate_exps, (int64_t)(L->gate_exps_stride / L->gate_exps.row_bytes), E, err);
+        rc = repack(m, k, &L->down_exps, (int64_t)(L->down_exps_stride / L->down_exps.row_bytes), E, err);
+        rc = rc ? rc : repack(m, k, &L->gate_exps, (int64_t)(L->gate_exps_stride / L->gate_exps.row_bytes), E, err);
         if (fused && L->gate_exps.interleaved) {
             L->up_exps.data = (const char *)L->gate_exps.data + (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
             L->up_exps.interleaved = 1;
         } else if (!fused) {
-            rc = rc ? rc : repack(m, &L->up_exps, (int64_t)(L->up_exps_stride / L->up_exps.row_bytes), E, err);
+            rc = rc ? rc : repack(m, k, &L->up_exps, (int64_t)(L->up_exps_stride / L->up_exps.row_bytes), E, err);
         }
     }
     return rc;
@@ -243,9 +245,20 @@ static int load_hparams(gemma4_model *m, int32_t *n_ff, int32_t *n_head_kv, int3
                     n_rot_full, head_dim_swa, head_dim_full);
     if (m->n_swa < 1) return g4_error(err, NULL, "%s: sliding_window must be positive", m->path);
     if (shared_kv >= m->n_layer) return g4_error(err, NULL, "%s: shared_kv_layers %d >= block_count %d", m->path, shared_kv, m->n_layer);
+    if (m->n_expert > G4_MAX_EXPERTS || m->n_expert_used > G4_MAX_EXPERTS_USED)
+        return g4_error(err, NULL, "%s: expert_count %d / expert_used_count %d exceed this engine's bounds (%d / %d)", m->path,
+                        m->n_expert, m->n_expert_used, G4_MAX_EXPERTS, G4_MAX_EXPERTS_USED);
     if (m->n_expert && (m->n_expert_used < 1 || m->n_expert_used > m->n_expert || m->n_ff_exp < 1))
         return g4_error(err, NULL, "%s: expert_used_count %d / expert_count %d / expert_feed_forward_length %d are inconsistent",
                     m->path, m->n_expert_used, m->n_expert, m->n_ff_exp);
+    /* NaN compares false, so each test is written to fail on it */
+    if (!(m->rms_eps > 0 && isfinite(m->rms_eps)))
+        return g4_error(err, NULL, "%s: layer_norm_rms_epsilon %g must be positive and finite", m->path, m->rms_eps);
+    if (!(m->softcap >= 0 && isfinite(m->softcap)))
+        return g4_error(err, NULL, "%s: final_logit_softcapping %g must be finite and not negative", m->path, m->softcap);
+    if (!(base_full > 0 && isfinite(base_full) && base_swa > 0 && isfinite(base_swa)))
+        return g4_error(err, NULL, "%s: rope.freq_base %g / freq_base_swa %g must be positive and finite", m->path, base_full,
+                        base_swa);
     m->n_kv_from_start = m->n_layer - shared_kv;
 
     for (int32_t l = 0; l < m->n_layer; l++) {
@@ -351,7 +364,19 @@ static int load_tensors(gemma4_model *m, char *err) {
     return rc;
 }
 
-gemma4_model *gemma4_load(const char *path, char *err) {
+static_assert(GEMMA4_ERR_LEN == G4_ERR_LEN, "the public and internal error buffers are one size");
+
+gemma4_model *gemma4_load(const char *path, char *err) { return gemma4_load_ex(path, NULL, err); }
+
+/* The kernel table is chosen first, so the weights are interleaved for the
+ * kernels that will run them, and made the active one only once the model
+ * has loaded: a failed load changes nothing. */
+gemma4_model *gemma4_load_ex(const char *path, const gemma4_load_params *p, char *err) {
+    const bool named = p && p->isa && *p->isa;
+    const g4_kernels *k = named ? g4_kernels_by_name(p->isa) : g4_kernels_active();
+    if (!k)
+        return g4_error(err, NULL, "%s: kernels '%s' are unknown or cannot run on this CPU (scalar, avx2, avx512, neon)",
+                        path, p->isa), NULL;
     gemma4_model *m = calloc(1, sizeof *m);
     if (!m) return g4_error(err, NULL, "%s: out of memory", path), NULL;
     m->path = strdup(path);
@@ -364,7 +389,8 @@ gemma4_model *gemma4_load(const char *path, char *err) {
     if (!tmp) goto fail;
     int rc = load_hparams(m, tmp, tmp + G4_MAX_LAYERS, tmp + 2 * G4_MAX_LAYERS, err);
     free(tmp);
-    if (rc || load_tensors(m, err) || repack_weights(m, err)) goto fail;
+    if (rc || load_tensors(m, err) || (!(p && p->no_repack) && repack_weights(m, k, err))) goto fail;
+    if (named) g4_kernels_use(p->isa);
     return m;
 fail:
     gemma4_model_free(m);
@@ -381,8 +407,8 @@ void gemma4_model_free(gemma4_model *m) {
     free(m);
 }
 
-const g4_vocab *gemma4_model_vocab(const gemma4_model *m) { return m->vocab; }
-const g4_gguf_file *gemma4_model_gguf(const gemma4_model *m) { return m->gguf; }
+const g4_vocab *g4_model_vocab(const gemma4_model *m) { return m->vocab; }
+const g4_gguf_file *g4_model_gguf(const gemma4_model *m) { return m->gguf; }
 int32_t gemma4_n_vocab(const gemma4_model *m) { return m->n_vocab; }
 int32_t gemma4_n_ctx_train(const gemma4_model *m) { return m->n_ctx_train; }
 

@@ -4,14 +4,17 @@
 #ifndef G4_MODEL_H
 #define G4_MODEL_H
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "kernels/kernels.h"
-#include "kvcache.h"
-#include "tokenizer/tokenizer.h"
 
 #define G4_MAX_LAYERS 512
+/* Bounds on the router, well above the released models (26B-A4B: 128
+ * experts, 8 used): the loader refuses files beyond them, so the per-token
+ * routing scratch stays small and its cost bounded. */
+#define G4_MAX_EXPERTS 1024
+#define G4_MAX_EXPERTS_USED 64
 typedef struct layer {
-    /* derived properties (§2.2) */
+    /* derived properties (docs/architecture.md §2.2) */
     bool swa;          /* sliding-window layer */
     bool has_kv;       /* owns a KV cache (not in the shared tail) */
     int32_t kv_src;    /* layer whose cache it reads */
@@ -41,7 +44,7 @@ struct gemma4_model {
     g4_gguf_file *gguf;
     g4_vocab *vocab;
     char *path;
-    /* hyperparameters (§2.1) */
+    /* hyperparameters (docs/architecture.md §3.1) */
     int32_t n_layer, n_embd, n_head, n_vocab, n_ctx_train;
     int32_t n_swa, n_kv_from_start, n_embd_per_layer;
     int32_t n_expert, n_expert_used, n_ff_exp;
@@ -63,6 +66,8 @@ struct gemma4_session {
     const gemma4_model *m;
     int32_t n_ubatch;
     enum g4_type type_k, type_v;
+    gemma4_dump_fn dump; /* gemma4_session_params.dump, NULL: none */
+    void *dump_user;
     g4_pool *pool;
     /* K (after norm and RoPE) and V (after its unweighted norm) of every
      * sequence, in pages (kvcache.h) */
@@ -94,6 +99,10 @@ struct gemma4_session {
     int32_t *moe_sel, *moe_row;
     float *moe_w;
     float *moe_x, *moe_g, *moe_u, *moe_y; /* expert inputs, gate, up, outputs: rows grouped by expert */
+    int32_t *moe_first;     /* n_expert + 1: where each expert's rows start (counting sort) */
+    g4_weight *moe_mats;    /* 3 * n_expert: the gate, up and down matrices of the experts used */
+    g4_matmul_job *moe_jobs; /* 3 * n_expert: their gate/up jobs, then their down jobs */
+    float *router_in, *router_probs; /* one token's router input [d] and expert probabilities [n_expert] */
 };
 
 /* One ubatch through every layer (gemma4.c): token t goes to sequence
@@ -103,5 +112,11 @@ struct gemma4_session {
  * s->scores for the longest sequence. */
 void g4_forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, const int32_t *out_rows, int32_t n_out,
                 float *out);
+
+/* The session whose dump callback receives the forward pass running on this
+ * thread (NULL: none). Set by decode around g4_forward: the forward pass's
+ * dump points have no session at hand, and a session decodes on the
+ * calling thread only. */
+extern _Thread_local const gemma4_session *g4_dumping;
 
 #endif

@@ -85,7 +85,7 @@ gemma4_sampling g4_sampling_from_gguf(const g4_gguf_file *f) {
 }
 
 gemma4_sampling gemma4_sampling_defaults(const gemma4_model *m) {
-    return g4_sampling_from_gguf(m ? gemma4_model_gguf(m) : NULL);
+    return g4_sampling_from_gguf(m ? g4_model_gguf(m) : NULL);
 }
 
 /* ---- sampler ---- */
@@ -173,9 +173,22 @@ static float max_logit(const candidate *c, int32_t n) {
     return m;
 }
 
+/* NaN or +inf anywhere means the forward pass went wrong (a broken weight
+ * or hyperparameter); -inf alone is a token ruled out. The scan costs a
+ * fraction of a millisecond even at a 262144-token vocabulary. */
+static bool logits_usable(const float *logits, int32_t n) {
+    bool any = false;
+    for (int32_t i = 0; i < n; i++) {
+        if (isnan(logits[i]) || logits[i] == INFINITY) return false;
+        any |= logits[i] != -INFINITY;
+    }
+    return any;
+}
+
 int32_t gemma4_sample(gemma4_sampler *s, const float *logits) {
     const gemma4_sampling *p = &s->p;
     int32_t n = s->n_vocab;
+    if (!logits_usable(logits, n)) return -1;
     if (p->temperature <= 0 || p->top_k == 1) return argmax(logits, n);
 
     candidate *c = s->cand;
@@ -187,7 +200,7 @@ int32_t gemma4_sample(gemma4_sampler *s, const float *logits) {
         for (int32_t i = 0; i < n; i++) c[i] = (candidate){logits[i], i};
     }
     float top = max_logit(c, n);
-    if (isinf(top) && top < 0) return c[0].id; /* nothing has any probability */
+    if (top == -INFINITY) return -1; /* top-k kept only ruled-out tokens */
 
     if (p->top_p < 1.0f) {
         double total = softmax_weights(c, n, top, 1.0f, s->w), cum = 0;
@@ -210,6 +223,7 @@ int32_t gemma4_sample(gemma4_sampler *s, const float *logits) {
                 break;
             }
         }
+        if (n == 0) return -1; /* cannot happen with finite logits: the max passes the floor */
     }
 
     if (p->min_p > 0.0f) {
@@ -218,7 +232,8 @@ int32_t gemma4_sample(gemma4_sampler *s, const float *logits) {
         int32_t kept = 0;
         for (int32_t i = 0; i < n; i++)
             if (c[i].logit >= floor_logit) c[kept++] = c[i];
-        n = kept; /* never 0: the max itself passes */
+        n = kept; /* never 0 with finite logits: the max itself passes */
+        if (n == 0) return -1;
     }
 
     /* the draw: walk the tempered weights until the uniform point is passed */

@@ -3,7 +3,7 @@
 #ifndef G4_SAMPLER_H
 #define G4_SAMPLER_H
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 
 /* Sampling defaults from the general.sampling.temp / top_k / top_p / min_p
  * keys of f (any numeric type; f may be NULL), each absent key falling back

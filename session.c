@@ -7,6 +7,8 @@
 
 #include "model.h"
 
+_Thread_local const gemma4_session *g4_dumping;
+
 
 static int64_t max_q_dim(const gemma4_model *m) {
     int64_t q = 0;
@@ -29,7 +31,7 @@ static int64_t max_ff(const gemma4_model *m) {
 static g4_kv_cache *kv_new(const gemma4_model *m, const gemma4_session_params *p, int32_t n_ctx, char *err) {
     int32_t width[G4_MAX_LAYERS];
     bool swa[G4_MAX_LAYERS];
-    const enum g4_type tk = p ? p->type_k : G4_TYPE_F32, tv = p ? p->type_v : G4_TYPE_F32;
+    const enum g4_type tk = p ? (enum g4_type)p->type_k : G4_TYPE_F32, tv = p ? (enum g4_type)p->type_v : G4_TYPE_F32;
     for (int32_t l = 0; l < m->n_layer; l++) {
         const layer *L = &m->layers[l];
         width[l] = L->has_kv ? L->n_head_kv * L->head_dim : 0;
@@ -75,8 +77,10 @@ gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_p
     const int32_t n_ctx = p && p->n_ctx > 0 ? p->n_ctx : (m->n_ctx_train < 4096 ? m->n_ctx_train : 4096);
     s->n_ubatch = p && p->n_ubatch > 0 ? p->n_ubatch : 512;
     if (s->n_ubatch > n_ctx) s->n_ubatch = n_ctx;
-    s->type_k = p ? p->type_k : G4_TYPE_F32;
-    s->type_v = p ? p->type_v : G4_TYPE_F32;
+    s->type_k = p ? (enum g4_type)p->type_k : G4_TYPE_F32;
+    s->type_v = p ? (enum g4_type)p->type_v : G4_TYPE_F32;
+    s->dump = p ? p->dump : NULL;
+    s->dump_user = p ? p->dump_user : NULL;
     if (!(s->kv = kv_new(m, p, n_ctx, err))) return gemma4_session_free(s), NULL;
     s->pool = g4_pool_create(p ? p->n_threads : 0);
     const size_t T = (size_t)s->n_ubatch, d = (size_t)m->n_embd, qd = (size_t)max_q_dim(m), ff = (size_t)max_ff(m);
@@ -92,7 +96,11 @@ gemma4_session *gemma4_session_new(const gemma4_model *m, const gemma4_session_p
         ok = (s->moe_sel = malloc(slots * sizeof *s->moe_sel)) && (s->moe_row = malloc(slots * sizeof *s->moe_row)) &&
              (s->moe_w = malloc(slots * sizeof *s->moe_w)) && (s->moe_x = malloc(slots * d * sizeof(float))) &&
              (s->moe_g = malloc(slots * fe * sizeof(float))) && (s->moe_u = malloc(slots * fe * sizeof(float))) &&
-             (s->moe_y = malloc(slots * d * sizeof(float)));
+             (s->moe_y = malloc(slots * d * sizeof(float))) &&
+             (s->moe_first = malloc(((size_t)m->n_expert + 1) * sizeof *s->moe_first)) &&
+             (s->moe_mats = malloc(3 * (size_t)m->n_expert * sizeof *s->moe_mats)) &&
+             (s->moe_jobs = malloc(3 * (size_t)m->n_expert * sizeof *s->moe_jobs)) &&
+             (s->router_in = malloc(d * sizeof(float))) && (s->router_probs = malloc((size_t)m->n_expert * sizeof(float)));
     }
     ok = ok && (s->tok_seq = malloc(T * sizeof *s->tok_seq)) && (s->tok_pos = malloc(T * sizeof *s->tok_pos)) &&
          (s->out_rows = malloc(T * sizeof *s->out_rows)) &&
@@ -109,7 +117,7 @@ void gemma4_session_free(gemma4_session *s) {
     g4_kv_free(s->kv);
     float *bufs[] = {s->x,     s->a,     s->r,     s->q,     s->k,     s->v,     s->o,    s->gate,
                      s->up,    s->branch,    s->ple,   s->scores, s->moe_w, s->moe_x, s->moe_g, s->moe_u,
-                     s->moe_y};
+                     s->moe_y, s->router_in, s->router_probs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(s->tok_seq);
     free(s->tok_pos);
@@ -117,6 +125,9 @@ void gemma4_session_free(gemma4_session *s) {
     free(s->seq_n);
     free(s->moe_sel);
     free(s->moe_row);
+    free(s->moe_first);
+    free(s->moe_mats);
+    free(s->moe_jobs);
     g4_pool_free(s->pool);
     free(s);
 }
@@ -145,7 +156,32 @@ int gemma4_seq_fork(gemma4_session *s, int32_t src, int32_t dst, char *err) {
         return g4_error(err, NULL, "%s: fork %d -> %d: sequence ids are 0..%d", s->m->path, src, dst, g4_kv_n_seq(s->kv) - 1);
     return g4_kv_fork(s->kv, src, dst, err);
 }
-void gemma4_kv_usage(const gemma4_session *s, g4_kv_usage *u) { g4_kv_usage_get(s->kv, u); }
+/* The public KV names are the cache's own values. */
+static_assert((int)GEMMA4_KV_F32 == G4_TYPE_F32 && (int)GEMMA4_KV_F16 == G4_TYPE_F16 &&
+                  (int)GEMMA4_KV_Q8_0 == G4_TYPE_Q8_0,
+              "gemma4_kv_type values are GGUF type ids");
+static_assert((int)GEMMA4_KV_SWA == G4_KV_SWA && (int)GEMMA4_KV_FULL == G4_KV_FULL &&
+                  (int)GEMMA4_KV_KINDS == G4_KV_KINDS,
+              "page kinds");
+static_assert(GEMMA4_KV_CHECKPOINTS == G4_KV_CHECKPOINTS, "checkpoints per sequence");
+
+int gemma4_kv_type_from_name(const char *name, gemma4_kv_type *type) {
+    enum g4_type t;
+    if (g4_kv_type_from_name(name, &t)) return -1;
+    *type = (gemma4_kv_type)t;
+    return 0;
+}
+
+void gemma4_kv_usage_get(const gemma4_session *s, gemma4_kv_usage *u) {
+    g4_kv_usage k;
+    g4_kv_usage_get(s->kv, &k);
+    *u = (gemma4_kv_usage){.bytes_used = k.bytes_used, .bytes_allocated = k.bytes_allocated, .max_bytes = k.max_bytes};
+    for (int i = 0; i < G4_KV_KINDS; i++) {
+        u->pages_used[i] = k.pages_used[i];
+        u->pages_allocated[i] = k.pages_allocated[i];
+        u->page_bytes[i] = k.page_bytes[i];
+    }
+}
 
 /* Scratch for the scores of the query heads of one KV head at positions up
  * to max_pos. */
@@ -195,11 +231,16 @@ static int decode(gemma4_session *s, int32_t n, const int32_t *tokens, const int
         }
         int rc = fit_scores(s, max_pos, err);
         for (int32_t sq = 0; sq < n_seq && !rc; sq++) rc = g4_kv_reserve(s->kv, sq, s->seq_n[sq], err);
+        if (!rc) {
+            g4_dumping = s->dump ? s : NULL;
+            g4_forward(s, tokens + done, n_tok, s->out_rows, n_out, out);
+            g4_dumping = NULL;
+            rc = g4_matmul_failed(m->path, err); /* the ubatch is then not kept */
+        }
         if (rc) {
             for (int32_t sq = 0; sq < n_seq; sq++) g4_kv_unreserve(s->kv, sq);
             return -1;
         }
-        g4_forward(s, tokens + done, n_tok, s->out_rows, n_out, out);
         for (int32_t t = 0; t < n_tok; t++) g4_kv_advance(s->kv, s->tok_seq[t], tokens + done + t, 1);
         if (out) out += (size_t)n_out * (size_t)m->n_vocab;
         done += n_tok;

@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kernels/formats.h"
+#include "gguf/types.h"
 
 /* Scalars and numeric arrays are copied straight from the file's bytes. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -81,20 +81,6 @@ static int cmp_by_name(const void *a, const void *b) {
 
 /* Names quoted in messages come from the file and may hold any byte; control
  * bytes become '?' so the message stays one printable line. */
-int g4_verror(char *err, const char *path, const char *fmt, va_list ap) {
-    int n = path ? snprintf(err, G4_ERR_LEN, "%s: ", path) : 0;
-    if (n >= 0 && n < G4_ERR_LEN) vsnprintf(err + n, G4_ERR_LEN - (size_t)n, fmt, ap);
-    return -1;
-}
-
-int g4_error(char *err, const char *path, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    g4_verror(err, path, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static void verr(char *err, const char *path, const char *fmt, va_list ap) {
     if (!err) return;
     g4_verror(err, path, fmt, ap);

@@ -3,7 +3,7 @@
  * views into the mapping.
  *
  * Errors are one line, "PATH: what is wrong", written to the caller's buffer
- * of G4_ERR_LEN bytes.
+ * of G4_ERR_LEN bytes (error.h).
  *
  * A file that opens has been checked for: version 2 or 3, little-endian;
  * unique non-empty keys; general.alignment a u32 power of two (default 32);
@@ -15,12 +15,12 @@
 #ifndef G4_GGUF_H
 #define G4_GGUF_H
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define G4_ERR_LEN 512
+#include "error.h"
+
 #define GGUF_MAX_DIMS 4
 
 enum g4_gguf_value_type {
@@ -76,11 +76,6 @@ typedef struct g4_gguf_tensor {
 } g4_gguf_tensor;
 
 typedef struct g4_gguf_file g4_gguf_file;
-
-/* Writes "PATH: message" (just the message when path is NULL) to err, a
- * G4_ERR_LEN buffer, and returns -1: the one error convention of the project. */
-int g4_error(char *err, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int g4_verror(char *err, const char *path, const char *fmt, va_list ap);
 
 g4_gguf_file *g4_gguf_open(const char *path, char *err);
 /* Parse a buffer the caller owns (kept alive while the result is used);

@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #include "gguf/gguf.h"
-#include "kernels/formats.h"
+#include "gguf/types.h"
 
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_NAME 63 /* longest tensor name llama.cpp accepts (GGML_MAX_NAME - 1) */

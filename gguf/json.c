@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf/gguf.h" /* G4_ERR_LEN */
+#include "error.h"
 
 typedef struct parser {
     const char *start, *p, *end;

@@ -14,8 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "gguf/gguf.h" /* G4_ERR_LEN */
+#include "error.h"
 #include "gguf/json.h"
+#include "kernels/formats.h" /* fp16 and bf16 to f32 */
 
 typedef struct mapped_file {
     char *path;

@@ -1,10 +1,10 @@
 /* Run-time choice of the kernel table: which ISAs this CPU and OS support,
- * the GEMMA4_ISA override, and the completion of SIMD tables with the
+ * the table a load asked for, and the completion of SIMD tables with the
  * scalar kernels they leave out. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/isa.h"
@@ -118,7 +118,7 @@ static const struct isa {
     const g4_kernels *(*table)(void);
 } isas[] = {
 #if defined(__x86_64__)
-    {"avx512", cpu_avx512, NULL},
+    {"avx512", cpu_avx512, g4_kernels_avx512},
     {"avx2", cpu_avx2, g4_kernels_avx2},
 #elif defined(__aarch64__)
     {"neon", cpu_neon_dotprod, g4_kernels_neon},
@@ -168,12 +168,18 @@ const g4_kernels *g4_kernels_select(const char *request) {
     return best;
 }
 
-static const g4_kernels *active;
-static pthread_once_t active_once = PTHREAD_ONCE_INIT;
-
-static void choose_active(void) { active = g4_kernels_select(getenv("GEMMA4_ISA")); }
+/* NULL until g4_kernels_use names a table: the best one is used meanwhile.
+ * Atomic, since a load may choose while another model decodes. */
+static _Atomic(const g4_kernels *) active;
 
 const g4_kernels *g4_kernels_active(void) {
-    pthread_once(&active_once, choose_active);
-    return active;
+    const g4_kernels *k = atomic_load(&active);
+    return k ? k : g4_kernels_select(NULL);
+}
+
+int g4_kernels_use(const char *isa) {
+    const g4_kernels *k = g4_kernels_by_name(isa);
+    if (!k) return -1;
+    atomic_store(&active, k);
+    return 0;
 }

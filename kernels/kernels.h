@@ -1,6 +1,6 @@
 /* The compute interface the model code uses. It never sees an intrinsic:
- * each ISA fills a g4_kernels table, one is picked at start-up from the CPU's
- * features (GEMMA4_ISA=scalar|avx2|avx512|neon overrides it).
+ * each ISA fills a g4_kernels table, the best one for the CPU's features is
+ * used unless a load names another (gemma4_load_params.isa).
  *
  * Matmul numerics follow ggml's CPU backend: the activation row is first
  * converted to the weight type's partner format (g4_vec_dot_type), and the dot
@@ -32,7 +32,8 @@ typedef struct g4_kernels {
     void (*mul_rows[G4_TYPE_COUNT])(int64_t n, const void *w, size_t row_bytes, int64_t n_rows, const void *act,
                                     size_t act_bytes, int64_t n_tok, float *out, int64_t out_stride);
     /* mul_rows for weights in the interleaved layout (kernels/repack.h):
-     * w is the start of a run of 8-row groups, n_rows a multiple of 8.
+     * w is the start of a run of 8-row groups, n_rows a multiple of 8,
+     * n <= G4_X8_MAX_IN (g4_matmul runs wider rows unpacked).
      * These kernels keep one output row per SIMD lane, so their float sums
      * run in another order than vec_dot's: equal within rounding, not in
      * bits. NULL where the ISA has none; then weights stay plain for it. */
@@ -55,8 +56,12 @@ typedef struct g4_kernels {
 } g4_kernels;
 
 const g4_kernels *g4_kernels_scalar(void);
-/* The table chosen for this CPU (first call decides; thread-safe after). */
+/* The table in use, process-wide: the best this CPU runs, or the last one
+ * g4_kernels_use chose. */
 const g4_kernels *g4_kernels_active(void);
+/* Makes the named table the active one: 0, or -1 (nothing changed) when
+ * this CPU cannot run it or the name is unknown. */
+int g4_kernels_use(const char *isa);
 /* A named table if this CPU can run it, else NULL. */
 const g4_kernels *g4_kernels_by_name(const char *isa);
 
@@ -72,8 +77,16 @@ typedef struct g4_weight {
 } g4_weight;
 
 /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok (x rows n_in floats apart,
- * y rows n_out floats apart). pool may be NULL (single thread). */
+ * y rows n_out floats apart). pool may be NULL (single thread).
+ * The activations are converted into memory allocated per call. When that
+ * allocation fails, y is left as it was and the failure is noted for the
+ * calling thread (see g4_matmul_failed): the forward pass runs hundreds of
+ * products per ubatch and checks once. */
 void g4_matmul(const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
+/* 0 if every product this thread ran since the last call had its memory;
+ * else -1 with "PATH: out of memory ..." in err (G4_ERR_LEN bytes). Resets
+ * the note either way. */
+int g4_matmul_failed(const char *path, char *err);
 /* The same with a chosen table (tests and benchmarks compare ISAs). */
 void g4_matmul_isa(const g4_kernels *k, const g4_weight *w, const float *x, int64_t n_tok, float *y, g4_pool *pool);
 /* Several independent products in one dispatch (gate and up, the experts
@@ -90,6 +103,10 @@ void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jo
 
 /* Rows per interleaved group (kernels/repack.h). */
 #define G4_REPACK_ROWS 8
+/* The widest rows the interleaved kernels take: they keep per-block terms
+ * of the activations on the stack (kernels/x8_groups.h) rather than
+ * allocate. Three times the widest Gemma 4 matrix (21504). */
+#define G4_X8_MAX_IN 65536
 /* Load-time interleaving of a weight's rows (kernels/repack.h). Whether w
  * can be interleaved for table k: a plain weight of at least 8 rows whose
  * type has a mul_rows_x8 there. */

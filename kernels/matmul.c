@@ -2,9 +2,9 @@
  * once to the weight type's partner format, then the dots, output rows split
  * over the pool's threads in groups of ROW_GROUP. Each output value is
  * computed the same way whatever the thread count and the tiling. */
-#include <stdio.h>
 #include <stdlib.h>
 
+#include "error.h"
 #include "kernels/kernels.h"
 #include "kernels/repack.h"
 
@@ -28,7 +28,27 @@ typedef struct {
     product *p;
     int n;
     char *converted;
+    /* per thread, unpacked_bytes each: one row of an interleaved weight
+     * that k has no interleaved kernel for */
+    char *unpacked;
+    size_t unpacked_bytes;
 } call;
+
+/* The bytes of the last allocation that failed on this thread, until
+ * g4_matmul_failed reports it. */
+static _Thread_local size_t failed_bytes;
+
+int g4_matmul_failed(const char *path, char *err) {
+    const size_t bytes = failed_bytes;
+    failed_bytes = 0;
+    if (!bytes) return 0;
+    return g4_error(err, path, "out of memory for a matrix product's converted activations (%zu bytes)", bytes);
+}
+
+/* Whether table k runs interleaved weight w directly, else row by row unpacked. */
+static bool runs_interleaved(const g4_kernels *k, const g4_weight *w) {
+    return k->mul_rows_x8[w->type] && w->n_in <= G4_X8_MAX_IN;
+}
 
 /* Converting: the (product, token) pairs in turn over the threads. */
 static void convert_rows(void *arg, int ith, int nth) {
@@ -62,22 +82,19 @@ static void plain_rows(const g4_kernels *k, const g4_weight *w, const char *rows
 }
 
 /* Interleaved rows for a table without an interleaved kernel (tests run
- * every table on one weight): each row unpacked, then the plain kernels. */
+ * every table on one weight, rows can be too wide for it): each row
+ * unpacked into scratch, then the plain kernels. */
 static void unpacked_rows(const g4_kernels *k, const g4_weight *w, int64_t first, int64_t end, const char *act,
-                          size_t act_bytes, int64_t n_tok, float *out) {
-    char *scratch = malloc(w->row_bytes);
-    if (!scratch) {
-        fprintf(stderr, "g4_matmul: out of memory for a %zu-byte row\n", w->row_bytes);
-        exit(EXIT_FAILURE);
-    }
+                          size_t act_bytes, int64_t n_tok, float *out, char *scratch) {
     for (int64_t r = first; r < end; r++)
         plain_rows(k, w, g4_weight_row(w, r, scratch), 1, act, act_bytes, n_tok, out + (r - first));
-    free(scratch);
 }
 
-/* Rows [first, end) of one product: interleaved groups with their kernel
- * (or unpacked), the plain tail rows with the plain kernels. */
-static void product_rows(const g4_kernels *k, const product *p, int64_t first, int64_t end) {
+/* Rows [first, end) of one product on thread ith: interleaved groups with
+ * their kernel (or unpacked into the thread's scratch), the plain tail rows
+ * with the plain kernels. */
+static void product_rows(const call *c, const product *p, int64_t first, int64_t end, int ith) {
+    const g4_kernels *k = c->k;
     const g4_weight *w = p->job.w;
     const int64_t grouped = w->interleaved ? w->n_out / G4_REPACK_ROWS * G4_REPACK_ROWS : 0;
     const int64_t mid = end < grouped ? end : grouped > first ? grouped : first;
@@ -86,10 +103,10 @@ static void product_rows(const g4_kernels *k, const product *p, int64_t first, i
         const int64_t nt = p->job.n_tok - t0 < TOKEN_BLOCK ? p->job.n_tok - t0 : TOKEN_BLOCK;
         const char *act = p->act + (size_t)t0 * p->act_row_bytes;
         float *out = p->job.y + t0 * w->n_out + first;
-        if (mid > first && k->mul_rows_x8[w->type])
+        if (mid > first && runs_interleaved(k, w))
             k->mul_rows_x8[w->type](w->n_in, rows, w->row_bytes, mid - first, act, p->act_row_bytes, nt, out, w->n_out);
         else if (mid > first)
-            unpacked_rows(k, w, first, mid, act, p->act_row_bytes, nt, out);
+            unpacked_rows(k, w, first, mid, act, p->act_row_bytes, nt, out, c->unpacked + (size_t)ith * c->unpacked_bytes);
         if (end > mid)
             plain_rows(k, w, rows + (size_t)(mid - first) * w->row_bytes, end - mid, act, p->act_row_bytes, nt,
                        out + (mid - first));
@@ -108,7 +125,7 @@ static void dot_rows(void *arg, int ith, int nth) {
         const int64_t first = groups * ith / nth * ROW_GROUP;
         int64_t end = groups * (ith + 1) / nth * ROW_GROUP;
         if (end > p->job.w->n_out) end = p->job.w->n_out;
-        if (first < end) product_rows(c->k, p, first, end);
+        if (first < end) product_rows(c, p, first, end, ith);
     }
 }
 
@@ -129,8 +146,11 @@ void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jo
     product *p = calloc((size_t)(n_jobs > 0 ? n_jobs : 1), sizeof *p);
     size_t bytes = 0;
     int64_t tokens = 0;
-    call c = {k, p, 0, NULL};
-    if (!p) goto oom;
+    call c = {k, p, 0, NULL, NULL, 0};
+    if (!p) {
+        failed_bytes = (size_t)(n_jobs > 0 ? n_jobs : 1) * sizeof *p;
+        return;
+    }
     for (int i = 0; i < n_jobs; i++) {
         if (jobs[i].n_tok <= 0) continue;
         product *q = &p[c.n++];
@@ -140,8 +160,16 @@ void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jo
         q->act_row_bytes = at == G4_TYPE_F32 ? (size_t)jobs[i].w->n_in * sizeof(float) : g4_row_size(at, jobs[i].w->n_in);
         if (at != G4_TYPE_F32) bytes += q->act_row_bytes * (size_t)jobs[i].n_tok;
         tokens += jobs[i].n_tok;
+        if (jobs[i].w->interleaved && !runs_interleaved(k, jobs[i].w) && jobs[i].w->row_bytes > c.unpacked_bytes)
+            c.unpacked_bytes = jobs[i].w->row_bytes;
     }
-    if (bytes && !(c.converted = malloc(bytes))) goto oom;
+    const size_t unpacked = c.unpacked_bytes * (size_t)g4_pool_size(pool);
+    if ((bytes || unpacked) && !(c.converted = malloc(bytes + unpacked))) {
+        failed_bytes = bytes + unpacked;
+        free(p);
+        return;
+    }
+    c.unpacked = unpacked ? c.converted + bytes : NULL;
     bytes = 0;
     for (int i = 0; i < c.n; i++) {
         if (p[i].act_type == G4_TYPE_F32) {
@@ -157,9 +185,4 @@ void g4_matmul_many_isa(const g4_kernels *k, const g4_matmul_job *jobs, int n_jo
     }
     free(c.converted);
     free(p);
-    return;
-oom:
-    /* the API has no error path; a model that loaded has far larger buffers than this */
-    fprintf(stderr, "g4_matmul: out of memory for the activations of %d products\n", n_jobs);
-    exit(EXIT_FAILURE);
 }

@@ -1,5 +1,5 @@
 /* Element-wise and per-row operations of the forward pass, with ggml's CPU
- * numerics (see spec §8.2): RMS norm accumulates in double, GELU is read from
+ * numerics (docs/architecture.md §5): RMS norm accumulates in double, GELU is read from
  * an f16 table, RoPE angles are built by repeated multiplication. */
 #ifndef G4_OPS_H
 #define G4_OPS_H

@@ -1,5 +1,7 @@
-/* Reading the reference fixtures (../shared/fixtures/logits): the token ids
- * of a sidecar and the llama.cpp logits they produced. Test-only helpers. */
+/* Reading the reference fixtures (logits/ of the fixture root, from
+ * tests/data): the token ids of a sidecar and the llama.cpp logits they
+ * produced. Test-only helpers; an unreadable or malformed file is a failed
+ * check naming its path. */
 #ifndef G4_TEST_FIXTURES_H
 #define G4_TEST_FIXTURES_H
 
@@ -14,7 +16,7 @@
 /* The "tokens" of logits/NAME.json (e.g. "dense_f32.long"); at most max,
  * -1 when unreadable or malformed. */
 static inline int fixture_tokens(const char *name, int32_t *ids, int max) {
-    char path[1024], err[G4_ERR_LEN];
+    char path[1024], err[G4_ERR_LEN] = "";
     snprintf(path, sizeof path, "%s/logits/%s.json", test_fixtures_dir(), name);
     g4_json *doc = g4_json_parse_file(path, err);
     const g4_json *t = g4_json_get_type(doc, "tokens", G4_JSON_ARRAY);
@@ -24,6 +26,8 @@ static inline int fixture_tokens(const char *name, int32_t *ids, int max) {
         else ids[i] = (int32_t)t->items[i].integer;
     }
     g4_json_free(doc);
+    if (doc) CHECK(n > 0, "%s: \"tokens\" is not an array of 1..%d integers", path, max);
+    else CHECK(0, "%s", err);
     return n;
 }
 
@@ -32,9 +36,11 @@ static inline int fixture_tokens(const char *name, int32_t *ids, int max) {
 static inline float *fixture_logits(const char *name, int n_tok, int n_vocab) {
     char path[1024], err[G4_ERR_LEN];
     snprintf(path, sizeof path, "%s/logits/%s.logits.f32", test_fixtures_dir(), name);
-    size_t len = 0;
+    size_t len = 0, want = (size_t)n_tok * (size_t)n_vocab * sizeof(float);
     char *buf = g4_read_file(path, &len, err);
-    if (buf && len != (size_t)n_tok * (size_t)n_vocab * sizeof(float)) free(buf), buf = NULL;
+    if (!buf) CHECK(0, "%s", err);
+    else CHECK(len == want, "%s: %zu bytes, expected %zu (%d rows of %d floats)", path, len, want, n_tok, n_vocab);
+    if (buf && len != want) free(buf), buf = NULL;
     return (float *)buf;
 }
 

@@ -9,8 +9,13 @@ for f in "$@"; do
     work=build/fuzz/corpus-$name
     rm -rf "$work"; mkdir -p "$work"
     [ -d "tests/corpus/$name" ] && cp tests/corpus/"$name"/* "$work"/ 2>/dev/null
-    [ -x "tests/seed_$name.sh" ] || [ -f "tests/seed_$name.sh" ] && sh "tests/seed_$name.sh" "$work"
-    if "$f" -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 "$work" > "build/fuzz/$name.log" 2>&1; then
+    if [ -f "tests/seed_$name.sh" ] && ! sh "tests/seed_$name.sh" "$work"; then
+        echo "$name: FAILED (tests/seed_$name.sh could not write its seeds)"; status=1; continue
+    fi
+    # crashing inputs go to build/fuzz/NAME-crash-..., not into the work tree;
+    # an input running 30 s counts as a hang
+    if "$f" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="build/fuzz/$name-" "$work" > "build/fuzz/$name.log" 2>&1; then
         execs=$(grep -E 'stat::number_of_executed_units' "build/fuzz/$name.log" | awk '{print $2}')
         echo "$name: ${secs}s, $execs executions, no crash"
     else

@@ -3,7 +3,7 @@
  * tokens are not added (the first input byte picks parse_special, with
  * control tokens rendered back in that mode). Run from the repository root:
  * the vocabulary is $GEMMA4_FIXTURES/tokenizer/synthetic-vocab.gguf, or
- * ../shared/fixtures/... without the variable. */
+ * tests/data/tokenizer/synthetic-vocab.gguf without the variable. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +15,7 @@ static g4_vocab *vocab(void) {
     if (v) return v;
     const char *dir = getenv("GEMMA4_FIXTURES");
     char path[4096], err[G4_ERR_LEN];
-    snprintf(path, sizeof path, "%s/tokenizer/synthetic-vocab.gguf", dir && *dir ? dir : "../shared/fixtures");
+    snprintf(path, sizeof path, "%s/tokenizer/synthetic-vocab.gguf", dir && *dir ? dir : "tests/data");
     g4_gguf_file *f = g4_gguf_open(path, err);
     v = f ? g4_vocab_load(f, err) : NULL;
     g4_gguf_close(f);

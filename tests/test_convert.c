@@ -3,7 +3,7 @@
  * Round trip: each fixture model's float weights are written back out as a
  * Hugging Face checkpoint (safetensors, config.json, tokenizer.json and
  * tokenizer_config.json built from the fixture's GGUF, with this file's own
- * GGUF -> HF name table, written from spec §3), converted to every fixture
+ * GGUF -> HF name table, written from docs/architecture.md §3.3-§3.4), converted to every fixture
  * type, and compared with the fixture file: same keys and values, same
  * tensors, same bytes (the fixtures' quantised bytes are ggml's reference
  * quantisers'); the F32 conversion gives the llama.cpp fixture logits.
@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "gguf/json.h"
 #include "tests/fixtures.h"
 #include "tests/harness.h"
@@ -27,13 +27,17 @@
 #include "tools/convert/convert.h"
 
 #define N_VOCAB 512
-#define F32_MAX_ABS 2e-2 /* as tests/test_logits.c */
-#define F32_MEAN_ABS 2e-3
+/* The converted F32 models against llama.cpp on the short sequences: the
+ * round trip gives the fixtures' bytes, so these see what test_logits sees
+ * there. About twice the worst figure measured (e2b; moe 2.7e-4 / 2.0e-5,
+ * dense 1.7e-4 / 1.6e-5), as test_logits' F32 bars. */
+#define F32_MAX_ABS 1e-2  /* 4.8e-3 */
+#define F32_MEAN_ABS 1e-3 /* 4.4e-4 */
 
 static const char *shapes[] = {"e2b", "moe", "dense"};
 static const char *types[] = {"f32", "q8_0", "q4_0", "q4_k"};
 
-/* ---- GGUF -> HF names (spec §3), independent of tools/convert/cmd_convert.c ---- */
+/* ---- GGUF -> HF names (docs/architecture.md §3.3-§3.4), independent of tools/convert/cmd_convert.c ---- */
 
 static const char *const name_pairs[][2] = {
     {"token_embd.weight", "embed_tokens.weight"},

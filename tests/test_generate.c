@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "tests/harness.h"
 
 enum { N_GEN = 24 };

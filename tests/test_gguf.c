@@ -543,12 +543,15 @@ static void test_truncation(void) {
     snprintf(path, sizeof path, "%s/models/e2b_q4_0.gguf", test_fixtures_dir());
     size_t n = 0;
     uint8_t *p = read_all(path, &n);
-    CHECK(p && n > 100000, "cannot read %s", path);
-    if (!p) return;
+    CHECK(p && n > 100000, "%s: %s", path, p ? "too short for the fixture model" : "cannot read");
     char err[G4_ERR_LEN];
-    g4_gguf_file *f = g4_gguf_open_memory(p, n, path, err);
-    CHECK(f, "fixture refused: %s", err);
-    size_t header = f ? (size_t)g4_gguf_data_offset(f) + 1 : 0;
+    g4_gguf_file *f = p && n > 100000 ? g4_gguf_open_memory(p, n, path, err) : NULL;
+    if (p && n > 100000) CHECK(f, "fixture refused: %s", err);
+    if (!f) { /* the cuts below are placed in a valid model */
+        free(p);
+        return;
+    }
+    size_t header = (size_t)g4_gguf_data_offset(f) + 1;
     g4_gguf_close(f);
     truncations(p, n, header, 997, "cut-e2b_q4_0");
 

@@ -2,7 +2,9 @@
  * every weight type's vec_dot and g4_matmul against a double-precision
  * reference built from the dequantized operands, thread-count independence,
  * the thread pool itself, ISA dispatch, and every ISA table this CPU can
- * run against the scalar one. */
+ * run against the scalar one. Built with G4_SIMDE (test_kernels_simde),
+ * only the AVX-512 table, from its kernel files compiled against SIMDe's
+ * portable intrinsics, so that it is checked on CPUs without AVX-512. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -35,8 +37,8 @@ static const enum g4_type weight_types[] = {
 #define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
 static const enum g4_type act_types[] = {G4_TYPE_Q8_0, G4_TYPE_Q8_1, G4_TYPE_Q8_K, G4_TYPE_F16, G4_TYPE_BF16};
 
-/* Absolute rounding error bound of f32 -> f16 (normal and subnormal range). */
-static double fp16_err(double v) { return fmax(fabs(v) * 0x1p-11, 0x1p-25); }
+static g4_pool *pools[4]; /* 1, 2, 3 and 7 threads */
+static const int pool_threads[4] = {1, 2, 3, 7};
 
 /* Byte offsets of a block's fp16 scale and of its fp16 min (SIZE_MAX: none). */
 static void scale_fields(enum g4_type t, size_t *d, size_t *m) {
@@ -57,12 +59,6 @@ static void scale_fields(enum g4_type t, size_t *d, size_t *m) {
 static void put_fp16(uint8_t *p, float v) {
     const g4_fp16 h = g4_fp32_to_fp16(v);
     memcpy(p, &h, sizeof h);
-}
-
-static float get_fp16(const uint8_t *p) {
-    g4_fp16 h;
-    memcpy(&h, p, sizeof h);
-    return g4_fp16_to_fp32(h);
 }
 
 enum block_kind { NORMAL, ZERO, HUGE_SCALE, TINY_SCALE };
@@ -109,6 +105,19 @@ static void fill_block_row(enum g4_type t, uint8_t *row, int64_t r) {
         put_fp16(blk + d_off, d);
         if (m_off != SIZE_MAX) put_fp16(blk + m_off, m);
     }
+}
+
+/* ---- the scalar kernels, the pool and dispatch (test_kernels only; the
+ * emulated build, test_kernels_simde, checks one SIMD table) ---- */
+#ifndef G4_SIMDE
+
+/* Absolute rounding error bound of f32 -> f16 (normal and subnormal range). */
+static double fp16_err(double v) { return fmax(fabs(v) * 0x1p-11, 0x1p-25); }
+
+static float get_fp16(const uint8_t *p) {
+    g4_fp16 h;
+    memcpy(&h, p, sizeof h);
+    return g4_fp16_to_fp32(h);
 }
 
 /* Token 0 is plain, token 1 has a zero, a large and a tiny 256-value segment,
@@ -238,9 +247,6 @@ static double min_term(const dot_case *c, int64_t r, int64_t k, const double *e,
     }
     return extra;
 }
-
-static g4_pool *pools[4]; /* 1, 2, 3 and 7 threads */
-static const int pool_threads[4] = {1, 2, 3, 7};
 
 static void test_weight_type(enum g4_type t) {
     const char *name = g4_type_name(t);
@@ -436,7 +442,7 @@ static const g4_kernels *select_capturing(const char *request, int *lines, char 
 static void test_dispatch(void) {
     const g4_kernels *scalar = g4_kernels_by_name("scalar");
     CHECK(g4_kernels_active() == scalar && strcmp(g4_kernels_active()->isa, "scalar") == 0,
-          "GEMMA4_ISA=scalar selected %s", g4_kernels_active()->isa);
+          "g4_kernels_use(\"scalar\") left %s active", g4_kernels_active()->isa);
     bool same = scalar != NULL;
     for (int t = 0; same && t < G4_TYPE_COUNT; t++)
         same = scalar->vec_dot[t] == g4_kernels_scalar()->vec_dot[t] &&
@@ -461,6 +467,8 @@ static void test_dispatch(void) {
     CHECK(select_capturing(foreign, &lines, line, sizeof line) == best && lines == 1, "ISA of another architecture: %d lines",
           lines);
 }
+
+#endif
 
 /* ---- every SIMD table this machine can run gives the scalar bits ---- */
 
@@ -703,45 +711,99 @@ static void test_matmul_many(const char *isa, const g4_kernels *k, const float *
     for (int i = 1; i < N; i++) free((void *)w[i].data);
 }
 
-static void test_isa_tables(void) {
+/* One table against the scalar one: the activation quantizers, every
+ * weight type, attention, several products at once. how: "native" or
+ * "emulated (simde)". */
+static void test_isa_table(const char *name, const g4_kernels *k, const float *x, const char *how) {
     const g4_kernels *scalar = g4_kernels_scalar();
-    const char *names[] = {"avx2", "avx512", "neon"};
+    for (size_t a = 0; a < sizeof act_types / sizeof act_types[0]; a++) {
+        const enum g4_type at = act_types[a];
+        const size_t bytes = g4_row_size(at, N_IN) * SIMD_TOK;
+        uint8_t *want = calloc(1, bytes), *got = calloc(1, bytes);
+        for (int64_t j = 0; j < SIMD_TOK; j++) {
+            scalar->quantize_act[at](x + j * N_IN, want + j * g4_row_size(at, N_IN), N_IN);
+            k->quantize_act[at](x + j * N_IN, got + j * g4_row_size(at, N_IN), N_IN);
+        }
+        CHECK(memcmp(want, got, bytes) == 0, "%s: quantize_act[%s] differs from scalar", name, g4_type_name(at));
+        free(want);
+        free(got);
+    }
+    int with_simd = 0;
+    for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
+        with_simd += k->vec_dot[weight_types[i]] != scalar->vec_dot[weight_types[i]] || k->mul_rows[weight_types[i]];
+        test_isa_type(name, k, weight_types[i], x);
+    }
+    printf("isa %s: %s: %d weight types with SIMD kernels checked bit for bit\n", name, how, with_simd);
+    test_kv_kernels(name, k);
+    test_matmul_many(name, k, x);
+}
+
+#ifdef G4_SIMDE
+/* test_kernels_simde: the AVX-512 kernel files compiled against SIMDe
+ * (kernels/x86/simd.h) and linked in place of the native ones, so their
+ * table runs on any CPU; completed with the scalar kernels it leaves out,
+ * as the dispatcher completes a table. */
+int main(void) {
+    g4_kernels_use("scalar");
+    for (int p = 0; p < 4; p++) pools[p] = g4_pool_create(pool_threads[p]);
+    static g4_kernels emulated;
+    emulated = *g4_kernels_avx512();
+    const g4_kernels *scalar = g4_kernels_scalar();
+    for (int t = 0; t < G4_TYPE_COUNT; t++) {
+        if (!emulated.vec_dot[t]) emulated.vec_dot[t] = scalar->vec_dot[t];
+        if (!emulated.quantize_act[t]) emulated.quantize_act[t] = scalar->quantize_act[t];
+        if (!emulated.kv_scores[t]) emulated.kv_scores[t] = scalar->kv_scores[t];
+        if (!emulated.kv_accum[t]) emulated.kv_accum[t] = scalar->kv_accum[t];
+    }
     static float x[SIMD_TOK * N_IN];
     fill_many_acts(x);
-    for (int n = 0; n < 3; n++) {
+    test_isa_table("avx512", &emulated, x, "emulated (simde)");
+    for (int p = 0; p < 4; p++) g4_pool_free(pools[p]);
+    return test_summary("test_kernels_simde");
+}
+#else
+/* Whether `make test` also builds test_kernels_simde, which checks the
+ * AVX-512 table emulated (the Makefile looks for the same header). */
+#if defined(__x86_64__) && defined(__has_include)
+#if __has_include(<simde/x86/avx512.h>)
+#define SIMDE_EMULATES_AVX512 1
+#endif
+#endif
+
+static void test_isa_tables(void) {
+    /* the SIMD tables this architecture builds: one this CPU cannot run is a skip */
+#if defined(__x86_64__)
+    const char *names[] = {"avx2", "avx512"};
+#else
+    const char *names[] = {"neon"};
+#endif
+    static float x[SIMD_TOK * N_IN];
+    fill_many_acts(x);
+    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
         const g4_kernels *k = g4_kernels_by_name(names[n]);
+        if (!k && !strcmp(names[n], "avx512")) {
+#ifdef SIMDE_EMULATES_AVX512
+            printf("isa avx512: not native on this CPU; test_kernels_simde checks it emulated (simde)\n");
+            continue;
+#else
+            printf("isa avx512: no emulated run either: SIMDe (libsimde-dev) is not installed\n");
+#endif
+        }
         if (!k) {
-            printf("isa %s: skipped (not built or not supported by this CPU)\n", names[n]);
+            char group[64];
+            snprintf(group, sizeof group, "test_kernels %s", names[n]);
+            SKIP(group, "this CPU lacks the %s instructions", names[n]);
             continue;
         }
         CHECK(g4_kernels_select(names[n]) == k && strcmp(k->isa, names[n]) == 0, "GEMMA4_ISA=%s does not select it",
               names[n]);
-        for (size_t a = 0; a < sizeof act_types / sizeof act_types[0]; a++) {
-            const enum g4_type at = act_types[a];
-            const size_t bytes = g4_row_size(at, N_IN) * SIMD_TOK;
-            uint8_t *want = calloc(1, bytes), *got = calloc(1, bytes);
-            for (int64_t j = 0; j < SIMD_TOK; j++) {
-                scalar->quantize_act[at](x + j * N_IN, want + j * g4_row_size(at, N_IN), N_IN);
-                k->quantize_act[at](x + j * N_IN, got + j * g4_row_size(at, N_IN), N_IN);
-            }
-            CHECK(memcmp(want, got, bytes) == 0, "%s: quantize_act[%s] differs from scalar", names[n], g4_type_name(at));
-            free(want);
-            free(got);
-        }
-        int with_simd = 0;
-        for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
-            with_simd += k->vec_dot[weight_types[i]] != scalar->vec_dot[weight_types[i]] || k->mul_rows[weight_types[i]];
-            test_isa_type(names[n], k, weight_types[i], x);
-        }
-        printf("isa %s: %d weight types with SIMD kernels checked bit for bit\n", names[n], with_simd);
-        test_kv_kernels(names[n], k);
-        test_matmul_many(names[n], k, x);
+        test_isa_table(names[n], k, x, "native");
     }
-    test_matmul_many("scalar", scalar, x);
+    test_matmul_many("scalar", g4_kernels_scalar(), x);
 }
 
 int main(void) {
-    setenv("GEMMA4_ISA", "scalar", 1); /* g4_matmul must use the scalar table here */
+    g4_kernels_use("scalar"); /* g4_matmul must use the scalar table here */
     for (int p = 0; p < 4; p++) pools[p] = g4_pool_create(pool_threads[p]);
     test_quantizers();
     for (size_t i = 0; i < N_WEIGHT_TYPES; i++) test_weight_type(weight_types[i]);
@@ -751,3 +813,4 @@ int main(void) {
     for (int p = 0; p < 4; p++) g4_pool_free(pools[p]);
     return test_summary("test_kernels");
 }
+#endif

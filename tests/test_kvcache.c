@@ -183,7 +183,7 @@ static int read_fixture_tokens(const char *model, int32_t *ids) {
 }
 
 /* All n rows of logits of one sequence fed n_ubatch tokens at a time. */
-static float *run_alone(const gemma4_model *m, int32_t page, int32_t ubatch, enum g4_type type, const int32_t *ids, int n) {
+static float *run_alone(const gemma4_model *m, int32_t page, int32_t ubatch, gemma4_kv_type type, const int32_t *ids, int n) {
     char err[G4_ERR_LEN];
     gemma4_session_params sp = {.n_ctx = 256, .n_threads = 1, .n_ubatch = ubatch, .page_size = page, .type_k = type, .type_v = type};
     gemma4_session *s = gemma4_session_new(m, &sp, err);
@@ -206,6 +206,25 @@ static double max_diff(const float *a, const float *b, size_t n) {
     return d;
 }
 
+static double mean_diff(const float *a, const float *b, size_t n) {
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += fabs((double)a[i] - b[i]);
+    return sum / (double)n;
+}
+
+/* Against llama.cpp's logits (f32 KV) on the long fixture sequences, about
+ * twice the worst figure measured over the three models (e2b each time; AVX2
+ * and scalar kernels give the same bits; page size and decode or prefill do
+ * not change them), the measured value after each. llama.cpp's own q8_0 KV
+ * (with flash attention) is off from its f32-KV logits by up to 0.25 / 0.036
+ * on dense and e2b, and 3.6 on moe where an expert choice flips. */
+#define F32_MAX_ABS 1e-2       /* 4.5e-3 */
+#define F32_MEAN_ABS 4e-4      /* 1.9e-4 */
+#define KV_F16_MAX_ABS 2.5e-2  /* 1.1e-2 */
+#define KV_F16_MEAN_ABS 3e-3   /* 1.6e-3 */
+#define KV_Q8_MAX_ABS 0.45     /* 0.22 */
+#define KV_Q8_MEAN_ABS 0.06    /* 0.029 */
+
 static void test_fixture(const char *name) {
     char path[1024], err[G4_ERR_LEN];
     int32_t ids[MAX_TOK];
@@ -217,7 +236,7 @@ static void test_fixture(const char *name) {
     const size_t V = (size_t)gemma4_n_vocab(m), rows = (size_t)n * V;
 
     /* one page holding everything is the contiguous layout; it must match llama.cpp */
-    float *ref_prefill = run_alone(m, 4096, 0, G4_TYPE_F32, ids, n), *ref_decode = run_alone(m, 4096, 1, G4_TYPE_F32, ids, n);
+    float *ref_prefill = run_alone(m, 4096, 0, GEMMA4_KV_F32, ids, n), *ref_decode = run_alone(m, 4096, 1, GEMMA4_KV_F32, ids, n);
     snprintf(path, sizeof path, "%s/logits/%s.long.logits.f32", test_fixtures_dir(), name);
     FILE *f = fopen(path, "rb");
     float *fix = malloc(rows * sizeof *fix);
@@ -225,17 +244,21 @@ static void test_fixture(const char *name) {
     if (f) fclose(f);
     CHECK(have_fix && ref_prefill && ref_decode, "%s: reference logits", name);
     if (have_fix && ref_prefill && ref_decode) {
-        CHECK(max_diff(ref_prefill, fix, rows) <= 2e-2 && max_diff(ref_decode, fix, rows) <= 2e-2,
-              "%s: contiguous cache vs llama.cpp: %g / %g", name, max_diff(ref_prefill, fix, rows), max_diff(ref_decode, fix, rows));
+        const double dp = max_diff(ref_prefill, fix, rows), dd = max_diff(ref_decode, fix, rows);
+        const double mp = mean_diff(ref_prefill, fix, rows), md = mean_diff(ref_decode, fix, rows);
+        printf("%s: contiguous f32 cache vs llama.cpp: max |d| %.3g / %.3g, mean |d| %.3g / %.3g (prefill / decode)\n", name,
+               dp, dd, mp, md);
+        CHECK(dp <= F32_MAX_ABS && dd <= F32_MAX_ABS, "%s: contiguous cache vs llama.cpp: max %g / %g", name, dp, dd);
+        CHECK(mp <= F32_MEAN_ABS && md <= F32_MEAN_ABS, "%s: contiguous cache vs llama.cpp: mean %g / %g", name, mp, md);
 
         /* page sizes below, at and above the window (8), decode and chunks of
          * 5: every offset of a page boundary against the window and the
          * chunks; bit for bit the contiguous result */
-        float *chunk_ref = run_alone(m, 4096, 5, G4_TYPE_F32, ids, n);
+        float *chunk_ref = run_alone(m, 4096, 5, GEMMA4_KV_F32, ids, n);
         const int32_t pages[] = {1, 3, 4, 7, 8, 9};
         for (size_t pi = 0; pi < sizeof pages / sizeof pages[0]; pi++) {
             const int32_t page = pages[pi];
-            float *d = run_alone(m, page, 1, G4_TYPE_F32, ids, n), *c = page % 4 == 3 ? run_alone(m, page, 5, G4_TYPE_F32, ids, n) : NULL;
+            float *d = run_alone(m, page, 1, GEMMA4_KV_F32, ids, n), *c = page % 4 == 3 ? run_alone(m, page, 5, GEMMA4_KV_F32, ids, n) : NULL;
             CHECK(d && !memcmp(d, ref_decode, rows * sizeof *d), "%s: page %d decode differs by %g", name, page,
                   d ? max_diff(d, ref_decode, rows) : -1.0);
             CHECK(page % 4 != 3 || (c && chunk_ref && !memcmp(c, chunk_ref, rows * sizeof *c)), "%s: page %d, ubatch 5 differs",
@@ -245,16 +268,27 @@ static void test_fixture(const char *name) {
         }
         free(chunk_ref);
 
-        /* f16 KV: the bound measured against llama.cpp's f32-KV logits */
-        float *h = run_alone(m, 32, 1, G4_TYPE_F16, ids, n);
-        CHECK(h != NULL, "%s: f16 run", name);
-        if (h) {
-            const double dh = max_diff(h, fix, rows);
-            printf("%s: f16 KV max |logit diff| vs llama.cpp f32 KV %.4g (f32 KV %.4g)\n", name, dh,
-                   max_diff(ref_decode, fix, rows));
-            CHECK(dh <= 5e-2, "%s: f16 KV max diff %g", name, dh);
+        /* f16 and q8_0 KV, decode and prefill, against llama.cpp's f32-KV
+         * logits (its q8_0 KV needs flash attention, which changes more
+         * than the cache): the bars measured for each */
+        const struct {
+            gemma4_kv_type type;
+            const char *name;
+            double max, mean;
+        } kv[] = {{GEMMA4_KV_F16, "f16", KV_F16_MAX_ABS, KV_F16_MEAN_ABS}, {GEMMA4_KV_Q8_0, "q8_0", KV_Q8_MAX_ABS, KV_Q8_MEAN_ABS}};
+        for (size_t ki = 0; ki < sizeof kv / sizeof kv[0]; ki++) {
+            for (int32_t ub = 1; ub >= 0; ub--) {
+                float *h = run_alone(m, 32, ub, kv[ki].type, ids, n);
+                CHECK(h != NULL, "%s: %s KV run", name, kv[ki].name);
+                if (!h) continue;
+                const double dh = max_diff(h, fix, rows), mh = mean_diff(h, fix, rows);
+                printf("%s: %-4s KV %-7s vs llama.cpp f32 KV: max |d| %.3g, mean |d| %.3g\n", name, kv[ki].name,
+                       ub ? "decode" : "prefill", dh, mh);
+                CHECK(dh <= kv[ki].max && mh <= kv[ki].mean, "%s: %s KV %s: max |diff| %g, mean %g", name, kv[ki].name,
+                      ub ? "decode" : "prefill", dh, mh);
+                free(h);
+            }
         }
-        free(h);
     }
 
     /* two sequences interleaved in one batch per step, the second starting
@@ -263,7 +297,7 @@ static void test_fixture(const char *name) {
     gemma4_session *s = gemma4_session_new(m, &sp, err);
     int32_t other[MAX_TOK];
     for (int i = 0; i < n; i++) other[i] = ids[(i * 7 + 3) % n];
-    float *alone_other = run_alone(m, 3, 1, G4_TYPE_F32, other, n);
+    float *alone_other = run_alone(m, 3, 1, GEMMA4_KV_F32, other, n);
     float *got = malloc(3 * V * sizeof *got);
     double worst[3] = {0, 0, 0};
     bool ok = s && got && alone_other && ref_decode;
@@ -289,7 +323,7 @@ static void test_fixture(const char *name) {
         int32_t alt[MAX_TOK];
         memcpy(alt, ids, sizeof ids);
         for (int i = at; i < n; i++) alt[i] = (ids[i] * 5 + 1) % (int32_t)V;
-        float *alone_alt = run_alone(m, 3, 1, G4_TYPE_F32, alt, n);
+        float *alone_alt = run_alone(m, 3, 1, GEMMA4_KV_F32, alt, n);
         for (int i = at; ok && alone_alt && i < n; i++) {
             const int32_t tok[2] = {ids[i], alt[i]}, seq[2] = {0, 2};
             ok = !gemma4_decode(s, 2, tok, seq, (const bool[2]){true, true}, got, err);
@@ -316,8 +350,8 @@ static void test_fixture(const char *name) {
     }
     CHECK(gemma4_seq_fork(s, 0, 3, err) == -1 && gemma4_seq_pos(s, 3) == -1, "sequence 3 of 3 is refused");
     for (int q = 0; s && q < 3; q++) gemma4_seq_remove(s, q);
-    g4_kv_usage u;
-    if (s) gemma4_kv_usage(s, &u);
+    gemma4_kv_usage u;
+    if (s) gemma4_kv_usage_get(s, &u);
     CHECK(s && u.bytes_used == 0, "%s: every page back in the pool", name);
 
     gemma4_session_free(s);
@@ -350,22 +384,22 @@ static void test_long_context(void) {
     if (!m) return;
 
     enum { N = 32768, CHUNK = 256 };
-    gemma4_session_params sp = {.n_ctx = N, .n_threads = 2, .n_ubatch = CHUNK, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
+    gemma4_session_params sp = {.n_ctx = N, .n_threads = 2, .n_ubatch = CHUNK, .type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16};
     gemma4_session *s = gemma4_session_new(m, &sp, err);
     int32_t *ids = malloc(CHUNK * sizeof *ids);
     float *logits = malloc((size_t)gemma4_n_vocab(m) * sizeof *logits);
     bool ok = s && ids && logits;
-    g4_kv_usage u;
+    gemma4_kv_usage u;
     uint64_t peak = 0;
     for (int done = 0; ok && done < N; done += CHUNK) {
         for (int i = 0; i < CHUNK; i++) ids[i] = 3 + (done + i) * 37 % 500;
         ok = !gemma4_eval(s, ids, CHUNK, logits, false, err);
-        gemma4_kv_usage(s, &u);
+        gemma4_kv_usage_get(s, &u);
         if (u.bytes_allocated > peak) peak = u.bytes_allocated;
     }
     CHECK(ok && gemma4_seq_pos(s, 0) == N, "32K positions: %s", err);
     if (ok) {
-        gemma4_kv_usage(s, &u);
+        gemma4_kv_usage_get(s, &u);
         /* f16: 2 bytes per value, K and V, rows of 8; 1 full layer, 2 sliding */
         const double per_pos = 2.0 * 2 * 8, formula = per_pos * (1.0 * N + 2.0 * 512);
         const double swa_used = (double)u.pages_used[G4_KV_SWA] * (double)u.page_bytes[G4_KV_SWA];

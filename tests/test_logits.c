@@ -20,14 +20,22 @@ static const char *types[] = {"f32", "q8_0", "q4_0", "q4_k"};
 static const char *seqs[] = {"short", "long"};
 
 /* The issue's bars (F32: max 2e-2, mean 2e-3; quantized: mean 0.15, argmax
- * >= 99%) tightened to about twice the worst figure measured on x86-64 and on
- * aarch64 (identical there): F32 max 4.8e-3, mean 4.7e-4; quantized mean
- * 0.039, argmax 100%. Never loosen them to pass. */
-#define F32_MAX_ABS 1e-2
-#define F32_MEAN_ABS 1e-3
-#define Q_MEAN_ABS 0.08
+ * >= 99%) tightened from the worst figure measured over all 24 fixtures,
+ * prefill and decode alike (x86-64, AVX2 and scalar kernels: the same bits;
+ * measured value after each bar). Never loosen them to pass.
+ * F32: max |d| of any logit, and mean |d|, about twice the worst.
+ * Quantized (Q8_0, Q4_0, Q4_K): max |d| of any logit at any position, about
+ * twice the worst; mean |d| (1.3x: kept from when the worst was 0.039); mean
+ * per position of KL(llama.cpp || ours) on the same model, about twice the
+ * worst (tiny, because every row has one dominant logit, the input token's:
+ * it weighs the near-top logits the mean |d| averages away). */
+#define F32_MAX_ABS 1e-2   /* 4.8e-3, e2b short */
+#define F32_MEAN_ABS 1e-3  /* 4.4e-4, e2b short */
+#define Q_MAX_ABS 0.9      /* 0.44, e2b_q4_k long (moe: 0.33, dense: 0.18) */
+#define Q_MEAN_ABS 0.08    /* 0.064, e2b_q4_k long */
+#define Q_KLD_MAX 1.3e-7   /* 6.3e-8, e2b_q4_k long */
 #define Q_ARGMAX_MIN 1.0
-#define KLD_RATIO_MAX 1.10
+#define KLD_RATIO_MAX 1.10 /* ours / llama.cpp's KLD from F32: 0.86..1.05 */
 
 /* Runs `gemma4 logits` and returns n_tok x N_VOCAB floats. */
 static float *run_logits(const char *model, const int32_t *ids, int n, int ubatch) {
@@ -78,7 +86,7 @@ int main(void) {
     char name[64];
     double kld_ours[3][4] = {{0}}, kld_ref[3][4] = {{0}};
     int kld_n[3][4] = {{0}};
-    printf("%-18s %-7s %10s %10s %8s\n", "model.seq", "path", "max|d|", "mean|d|", "argmax");
+    printf("%-18s %-7s %10s %10s %10s %8s\n", "model.seq", "path", "max|d|", "mean|d|", "KLD", "argmax");
     for (size_t si = 0; si < 3; si++) {
         for (size_t qi = 0; qi < 2; qi++) {
             int32_t ids[MAX_TOK];
@@ -103,13 +111,17 @@ int main(void) {
                     CHECK(ours[pi] != NULL, "gemma4 logits %s on %s", path_name, model);
                     if (!ours[pi]) continue;
                     diff d = compare(ours[pi], ref, n);
-                    printf("%-6s%-5s.%-6s %-7s %10.3g %10.3g %7.1f%%\n", shapes[si], types[ti], seqs[qi], path_name, d.max_abs,
-                           d.mean_abs, 100 * d.argmax_agree);
+                    const double kld = logits_kld_sum(ref, ours[pi], n, N_VOCAB) / n;
+                    printf("%-6s%-5s.%-6s %-7s %10.3g %10.3g %10.3g %7.1f%%\n", shapes[si], types[ti], seqs[qi], path_name,
+                           d.max_abs, d.mean_abs, kld, 100 * d.argmax_agree);
                     if (ti == 0) {
                         CHECK(d.max_abs <= F32_MAX_ABS, "%s %s %s: max |diff| %g", shapes[si], seqs[qi], path_name, d.max_abs);
                         CHECK(d.mean_abs <= F32_MEAN_ABS, "%s %s %s: mean |diff| %g", shapes[si], seqs[qi], path_name, d.mean_abs);
                     } else {
+                        CHECK(d.max_abs <= Q_MAX_ABS, "%s_%s %s %s: max |diff| %g", shapes[si], types[ti], seqs[qi], path_name, d.max_abs);
                         CHECK(d.mean_abs <= Q_MEAN_ABS, "%s_%s %s %s: mean |diff| %g", shapes[si], types[ti], seqs[qi], path_name, d.mean_abs);
+                        CHECK(kld <= Q_KLD_MAX, "%s_%s %s %s: mean KL divergence from llama.cpp %g", shapes[si], types[ti], seqs[qi],
+                              path_name, kld);
                         CHECK(d.argmax_agree >= Q_ARGMAX_MIN, "%s_%s %s %s: argmax agreement %g", shapes[si], types[ti],
                               seqs[qi], path_name, d.argmax_agree);
                     }

@@ -1,10 +1,10 @@
 /* The GGUF writer and the synthetic model writer (gemma4 mkmodel).
  *
- * Independent references: the fixture models in ../shared/fixtures were
+ * Independent references: the fixture models (tests/data/manifest.json) were
  * written by a separate Python generator with the same seeds, so a tiny
  * preset must reproduce their tensor list (manifest.json), their model
  * metadata, and -- the float stream and reference quantizers being the same
- * -- their tensor bytes; the real shapes' tensor counts come from the spec. */
+ * -- their tensor bytes; the real shapes' tensor counts come from docs/architecture.md §2.3. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,7 +458,7 @@ static void test_deterministic(void) {
 
 static void test_real_shapes(void) {
     char err[G4_ERR_LEN];
-    /* spec §1: 31B GGUF 833 tensors, 26B-A4B 658; E2B 601 with the KV
+    /* docs/architecture.md §2.3: 31B GGUF 833 tensors, 26B-A4B 658; E2B 601 with the KV
      * tensors of the 20 shared layers, which current converters drop (3 each);
      * E4B: the same count as E2B's 601 (6 + 17 per layer) for 42 layers */
     const struct {

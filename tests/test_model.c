@@ -1,6 +1,7 @@
 /* Model loading: what the loader derives from the fixture files (per-layer
  * table, KV sharing), and every inconsistency it must refuse with one line.
  * Broken models are fixture files rewritten with one change. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 typedef struct edit {
     const char *drop_key;    /* leave this key out */
     const char *drop_tensor; /* leave this tensor out */
+    const char *nan_tensor;  /* write NaN over the first value of this F32 tensor */
     const char *key;         /* replace this key's value ... */
     enum g4_gguf_value_type type; /* ... by a scalar of this type */
     double value;            /* numbers */
@@ -64,20 +66,29 @@ static int rewrite(const char *src, const char *dst, const edit *e) {
     g4_gguf_file *f = g4_gguf_open(src, err);
     g4_gguf_writer *w = f ? g4_gguf_writer_new(dst, 0, err) : NULL;
     int rc = w ? 0 : -1;
-    for (int64_t i = 0; i < g4_gguf_n_kv(f) && !rc; i++) {
+    for (int64_t i = 0; !rc && i < g4_gguf_n_kv(f); i++) { /* f is NULL when rc is set */
         const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
         if (!strcmp(kv->key, "general.alignment") || (e->drop_key && !strcmp(kv->key, e->drop_key))) continue;
         rc = e->key && !strcmp(kv->key, e->key) ? set_edited(w, e, err) : copy_kv(w, kv, err);
     }
-    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {
+    for (int64_t i = 0; !rc && i < g4_gguf_n_tensors(f); i++) {
         const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         if (e->drop_tensor && !strcmp(t->name, e->drop_tensor)) continue;
         rc = g4_gguf_writer_add_tensor(w, t->name, (enum g4_type)t->type, t->n_dims, t->ne, err);
     }
     rc = rc ? rc : g4_gguf_writer_begin(w, err);
-    for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {
+    for (int64_t i = 0; !rc && i < g4_gguf_n_tensors(f); i++) {
         const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);
         if (e->drop_tensor && !strcmp(t->name, e->drop_tensor)) continue;
+        if (e->nan_tensor && !strcmp(t->name, e->nan_tensor)) {
+            float *poisoned = malloc(t->nbytes);
+            if (!poisoned) return -1;
+            memcpy(poisoned, t->data, t->nbytes);
+            poisoned[0] = NAN;
+            rc = g4_gguf_writer_write(w, poisoned, t->nbytes, err);
+            free(poisoned);
+            continue;
+        }
         rc = g4_gguf_writer_write(w, t->data, t->nbytes, err);
     }
     rc = rc ? rc : g4_gguf_writer_finish(w, err);
@@ -94,7 +105,11 @@ static void expect_refused(const char *model, const edit *e, const char *expect)
     snprintf(src, sizeof src, "%s/models/%s.gguf", test_fixtures_dir(), model);
     int fd = mkstemp(dst);
     if (fd >= 0) close(fd);
-    CHECK(fd >= 0 && rewrite(src, dst, e) == 0, "rewriting %s", model);
+    if (fd < 0 || rewrite(src, dst, e)) { /* rewrite printed why */
+        CHECK(0, "%s: cannot rewrite it into %s", src, dst);
+        remove(dst);
+        return;
+    }
     gemma4_model *m = gemma4_load(dst, err);
     CHECK(m == NULL, "%s with %s loaded but must be refused", model, expect);
     CHECK(strstr(err, expect) != NULL, "error '%s' does not say '%s'", err, expect);
@@ -193,6 +208,21 @@ static void test_refusals(void) {
                    "has 4 elements, expected block_count = 5");
     expect_refused("moe_q4_0", &(edit){.key = "gemma4.expert_used_count", .type = GGUF_TYPE_UINT32, .value = 9},
                    "are inconsistent");
+    /* values no model can have: each would make every logit NaN, or (experts)
+     * the routing scratch and its cost unbounded */
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.attention.layer_norm_rms_epsilon", .type = GGUF_TYPE_FLOAT32, .value = -1e-6},
+                   "layer_norm_rms_epsilon -1e-06 must be positive");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.attention.layer_norm_rms_epsilon", .type = GGUF_TYPE_FLOAT32, .value = NAN},
+                   "layer_norm_rms_epsilon nan must be positive");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.rope.freq_base", .type = GGUF_TYPE_FLOAT32, .value = 0},
+                   "rope.freq_base 0 / freq_base_swa 10000 must be positive");
+    expect_refused("dense_q4_0", &(edit){.key = "gemma4.final_logit_softcapping", .type = GGUF_TYPE_FLOAT32, .value = INFINITY},
+                   "final_logit_softcapping inf must be finite");
+    expect_refused("moe_q4_0", &(edit){.key = "gemma4.expert_count", .type = GGUF_TYPE_UINT32, .value = 65536},
+                   "expert_count 65536 / expert_used_count 2 exceed this engine's bounds (1024 / 64)");
+    expect_refused("moe_q4_0", &(edit){.key = "gemma4.expert_used_count", .type = GGUF_TYPE_UINT32, .value = 4096},
+                   "expert_count 8 / expert_used_count 4096 exceed");
+    expect_refused("dense_q4_0", &(edit){.nan_tensor = "blk.1.attn_norm.weight"}, "tensor blk.1.attn_norm.weight: value 0 is not finite");
 }
 
 int main(void) {

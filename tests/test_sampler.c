@@ -298,7 +298,38 @@ static void test_defaults(void) {
           "no model: temp %g top_k %d top_p %g min_p %g", d.temperature, d.top_k, d.top_p, d.min_p);
 }
 
+/* Logits that no model should produce are refused (-1) by every chain,
+ * never sampled: NaN made top-p with top-k off, and min-p, keep an empty
+ * set and read before their array. */
+static void test_non_finite(void) {
+    const gemma4_sampling chains[] = {
+        params(0.0f, 64, 0.95f, 0.0f, 1), /* greedy */
+        params(1.0f, 0, 0.9f, 0.0f, 1),   /* top-p with top-k off */
+        params(1.0f, 0, 1.0f, 0.05f, 1),  /* min-p alone */
+        params(1.0f, 3, 0.95f, 0.1f, 1),  /* top-k, top-p and min-p */
+        params(0.7f, 0, 1.0f, 0.0f, 1),   /* temperature alone */
+    };
+    float all_nan[5], one_nan[5] = {1.0f, 2.0f, NAN, 0.5f, 1.5f}, pos_inf[5] = {1.0f, INFINITY, 0.0f, 0.0f, 0.0f};
+    float all_ruled_out[5];
+    for (int i = 0; i < 5; i++) all_nan[i] = NAN, all_ruled_out[i] = -INFINITY;
+    const float *bad[] = {all_nan, one_nan, pos_inf, all_ruled_out};
+    const char *what[] = {"all NaN", "one NaN", "+inf", "all -inf"};
+    for (size_t c = 0; c < sizeof chains / sizeof chains[0]; c++) {
+        gemma4_sampler *s = gemma4_sampler_new(&chains[c], 5);
+        for (int b = 0; b < 4 && s; b++)
+            CHECK(gemma4_sample(s, bad[b]) == -1, "chain %zu, %s logits: sampled %d, want -1", c, what[b], gemma4_sample(s, bad[b]));
+        /* -inf on some tokens only rules them out */
+        float some_ruled_out[5] = {-INFINITY, 3.0f, -INFINITY, 1.0f, -INFINITY};
+        for (int k = 0; k < 20 && s; k++) {
+            const int32_t id = gemma4_sample(s, some_ruled_out);
+            CHECK(id == 1 || id == 3, "chain %zu: sampled %d, a ruled-out token", c, id);
+        }
+        gemma4_sampler_free(s);
+    }
+}
+
 int main(void) {
+    test_non_finite();
     test_greedy();
     test_top_k_one();
     test_seed();

@@ -1,9 +1,15 @@
 /* The server's pieces without a socket listener or a model: JSON writing,
  * request validation, chat rendering of OpenAI messages, the response side
- * of tool calls and reasoning (whole and streamed), and the HTTP parser over
- * a socket pair. tests/test_server.sh runs the real server end to end. */
+ * of tool calls and reasoning (whole and streamed), and the HTTP parser and
+ * its deadlines over a socket pair. tests/test_server.sh runs the real
+ * server end to end, and this program's --slow-clients mode against it. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gguf/json.h"
@@ -76,6 +82,11 @@ static void test_requests(void) {
         int st = parse_status(bad[i][0], bad[i][1][0] == 'c');
         CHECK(st == 400, "%s -> %d, want 400", bad[i][0], st);
     }
+    /* a NUL would end the role early ("user\0x" read as "user") */
+    const char *nul_role = "{\"messages\":[{\"role\":\"user\\u0000x\",\"content\":\"x\"}]}";
+    int rc = oai_parse_request(nul_role, strlen(nul_role), true, &model, &r, &e);
+    CHECK(rc == -1 && e.status == 400 && strstr(e.message, "messages[0].role"), "NUL in role: %d %s", e.status, e.message);
+    oai_request_free(&r);
     oai_error_set(&e, 400, "bad %s", "thing");
     jw w = {0};
     oai_write_error(&w, &e);
@@ -249,6 +260,11 @@ static void test_forced_call(void) {
     CHECK(oai_parse_request(thinking, strlen(thinking), true, &model, &r, &e) == 0 && r.starts_in_thought && r.forced &&
               !strcmp(r.forced, "<channel|><|tool_call>call:"),
           "forced call after an open thought: %s", r.forced ? r.forced : e.message);
+    /* the forced start's markers are the template's: marked like the rest */
+    const size_t np = r.prompt ? strlen(r.prompt) : 0;
+    const g4_chat_span *last = r.n_marks >= 2 ? &r.marks[r.n_marks - 2] : NULL;
+    CHECK(last && last[0].at == np - 27 && last[0].len == 10 && last[1].at == np - 17 && last[1].len == 12,
+          "forced start marked: %zu marks in %zu bytes", r.n_marks, np);
     oai_request_free(&r);
     CHECK(parse_status("{" ASK ",\"tools\":[],\"tool_choice\":\"required\"}", true) == 400, "required without tools");
     CHECK(parse_status("{" ASK ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", true) == 400,
@@ -356,9 +372,15 @@ static void test_http(void) {
     rc = read_raw("POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /health HTTP/1.0\r\n\r\n", 100, &q, &status, 2);
     CHECK(rc == 1 && !strcmp(q.path, "/health") && !q.keep_alive && !q.body, "pipelined HTTP/1.0 request");
     http_req_free(&q);
+    /* bare LF line ends are taken as line ends, not waited past */
+    rc = read_raw("GET /health HTTP/1.1\nHost: a\n\nPOST /b HTTP/1.1\nContent-Length: 2\r\n\nhi", 100, &q, &status, 2);
+    CHECK(rc == 1 && !strcmp(q.path, "/b") && q.body_len == 2 && !strcmp(q.body, "hi"), "bare LF heads (rc %d)", rc);
+    http_req_free(&q);
     static const struct { const char *raw; int status; } bad[] = {
         {"POST /a HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 413},
         {"POST /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nContent-Length: +2\r\n\r\nab", 400},
+        {"POST /a HTTP/1.1\r\nContent-Length: 0x2\r\n\r\nab", 400},
         {"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
         {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
         {"NONSENSE\r\n\r\n", 400},
@@ -384,7 +406,126 @@ static void test_http(void) {
     CHECK(read_raw("", 100, &q, &status, 1) == 0, "closed idle connection");
 }
 
-int main(void) {
+static int64_t elapsed_ms(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A client sending bytes[] one at a time, 10 ms apart, that stays for 3 s
+ * (unless the reader goes first) and then closes its end. */
+typedef struct dribble {
+    int fd;
+    const char *bytes;
+} dribble;
+
+static void *dribbler(void *arg) {
+    const dribble *d = arg;
+    const char *next = d->bytes;
+    for (int tick = 0; tick < 300; tick++) {
+        if (*next && send(d->fd, next++, 1, MSG_NOSIGNAL) != 1) break;
+        struct pollfd p = {.fd = d->fd}; /* the 10 ms wait, which also sees the reader hang up */
+        if (poll(&p, 1, 10) == 1) break;
+    }
+    shutdown(d->fd, SHUT_WR);
+    return NULL;
+}
+
+/* A client that keeps sending, a byte every 10 ms, is cut off at its
+ * deadline all the same: the head's, or for a body the head's plus its
+ * share by size. An idle connection is let go after idle_ms. */
+static void test_http_deadlines(void) {
+    char slow_head[320] = "GET /health HTTP/1.1\r\nX-Slow: ", slow_body[320] = "";
+    memset(slow_head + strlen(slow_head), 'a', 250);
+    memset(slow_body, 'b', 300);
+    static const char body_head[] = "POST /a HTTP/1.1\r\nContent-Length: 6400\r\n\r\n";
+    static const struct { int idle_ms, head_ms, lo_ms, hi_ms, rc, status; bool body; } cases[] = {
+        /* bounds leave room for clock and poll rounding below, and for a
+         * loaded machine above; without deadlines each read lasts until the
+         * dribbler stops, after 3 s */
+        {0, 300, 250, 2500, -1, 408, false},   /* the head trickles */
+        {0, 300, 340, 2500, -1, 408, true},    /* the body trickles: 300 + 97 ms for 6400 bytes at 64 KiB/s */
+        {200, 5000, 150, 2500, 0, 0, false},   /* nothing comes */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) continue;
+        if (cases[i].body && write(sv[0], body_head, sizeof body_head - 1) < 0) continue;
+        dribble d = {sv[0], cases[i].body ? slow_body : i == 0 ? slow_head : ""};
+        pthread_t t;
+        pthread_create(&t, NULL, dribbler, &d);
+        http_conn c = {.fd = sv[1], .idle_ms = cases[i].idle_ms, .head_ms = cases[i].head_ms};
+        http_req q;
+        int status = 0;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = http_read(&c, &q, 1 << 20, &status);
+        int64_t ms = elapsed_ms(&t0);
+        close(sv[1]); /* the dribbler's next byte fails */
+        pthread_join(t, NULL);
+        close(sv[0]);
+        CHECK(rc == cases[i].rc && status == cases[i].status && ms >= cases[i].lo_ms && ms < cases[i].hi_ms,
+              "deadline case %zu: rc %d status %d after %lld ms, want %d %d after %d..%d ms", i, rc, status,
+              (long long)ms, cases[i].rc, cases[i].status, cases[i].lo_ms, cases[i].hi_ms);
+        http_req_free(&q);
+        http_conn_free(&c);
+    }
+}
+
+/* Run by tests/test_server.sh against a live server: n loopback
+ * connections that trickle a request head (a byte each per 100 ms), then,
+ * while they hold every slot, one ordinary request, which must be answered
+ * 200 within 3 s. Everything is closed after about 2 s of trickling. */
+static int slow_clients(int port, int n) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    static const char head[] = "GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    int *fd = malloc((size_t)n * sizeof *fd), open_n = 0, closed = 0;
+    if (!fd) return 1;
+    for (int i = 0; i < n; i++) {
+        fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd[i] >= 0 && connect(fd[i], (struct sockaddr *)&a, sizeof a) == 0 && send(fd[i], head, 1, MSG_NOSIGNAL) == 1)
+            open_n++;
+    }
+    for (int round = 1; round < 20; round++) { /* trickle; the ordinary request comes after 1 s */
+        nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+        for (int i = 0; i < n; i++) send(fd[i], head + round, 1, MSG_NOSIGNAL);
+        if (round != 10) continue;
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        static const char req[] = "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        char resp[256] = "";
+        size_t got = 0;
+        if (c >= 0 && connect(c, (struct sockaddr *)&a, sizeof a) == 0 && send(c, req, sizeof req - 1, MSG_NOSIGNAL) > 0) {
+            struct pollfd p = {.fd = c, .events = POLLIN};
+            while (got < sizeof resp - 1 && poll(&p, 1, 3000) == 1) {
+                ssize_t k = recv(c, resp + got, sizeof resp - 1 - got, 0);
+                if (k <= 0) break;
+                got += (size_t)k;
+            }
+        }
+        const int64_t ms = elapsed_ms(&t0);
+        if (c >= 0) close(c);
+        int status = 0;
+        sscanf(resp, "HTTP/1.1 %d", &status);
+        CHECK(status == 200 && ms < 3000, "with %d trickling connections a request got %d after %lld ms", open_n, status,
+              (long long)ms);
+    }
+    for (int i = 0; i < n; i++) { /* the ones the server closed read as ended */
+        char ch;
+        struct pollfd p = {.fd = fd[i], .events = POLLIN};
+        closed += fd[i] >= 0 && poll(&p, 1, 0) == 1 && recv(fd[i], &ch, 1, MSG_DONTWAIT) <= 0;
+        if (fd[i] >= 0) close(fd[i]);
+    }
+    CHECK(open_n == n && closed == n - 256 + 1, "%d of %d trickling connections opened, %d closed by the server, want %d",
+          open_n, n, closed, n - 256 + 1);
+    free(fd);
+    return test_summary("test_server_slow_clients");
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--slow-clients")) return slow_clients(atoi(argv[2]), atoi(argv[3]));
     test_json_write();
     test_requests();
     test_chat_render();
@@ -394,5 +535,6 @@ int main(void) {
     test_call_guard();
     test_share_batch();
     test_http();
+    test_http_deadlines();
     return test_summary("test_server");
 }

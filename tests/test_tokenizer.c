@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "gguf/gguf.h"
 #include "tests/harness.h"
@@ -566,27 +565,17 @@ int main(void) {
               "synthetic EOG: <eos> 1, <turn|> 19, <|tool_response> 10");
     }
 
-    /* the real vocabulary ships gzipped: unpack to a temporary file */
-    char tmp[] = "/tmp/g4-vocab-XXXXXX";
-    int fd = mkstemp(tmp);
-    CHECK(fd >= 0, "cannot create a temporary file");
-    g4_vocab *real = NULL;
-    if (fd >= 0) {
-        close(fd);
-        snprintf(path, sizeof path, "gzip -dc '%s/tokenizer/ggml-vocab-gemma-4.gguf.gz' > '%s'", fx, tmp);
-        int rc = system(path);
-        CHECK(rc == 0, "gzip -dc of the real vocabulary failed (status %d)", rc);
-        f = rc == 0 ? g4_gguf_open(tmp, err) : NULL;
-        real = f ? g4_vocab_load(f, err) : NULL;
-        g4_gguf_close(f);
-        unlink(tmp);
-        CHECK(real != NULL, "real vocabulary: %s", rc == 0 ? err : "not unpacked");
-    }
+    /* the real vocabulary, stored gzipped, unpacked by tests/fixtures.sh */
+    snprintf(path, sizeof path, "%s/tokenizer/ggml-vocab-gemma-4.gguf", fx);
+    f = g4_gguf_open(path, err);
+    g4_vocab *real = f ? g4_vocab_load(f, err) : NULL;
+    g4_gguf_close(f);
+    CHECK(real != NULL, "real vocabulary: %s", err);
     if (real) {
         snprintf(path, sizeof path, "%s/tokenizer/gemma4-real.tokens.json", fx);
         run_fixture(real, path, "gemma4-real", 88);
-        snprintf(path, sizeof path, "%s/../spec/testdata/ggml-vocab-gemma-4.gguf.inp", fx);
-        snprintf(path2, sizeof path2, "%s/../spec/testdata/ggml-vocab-gemma-4.gguf.out", fx);
+        snprintf(path, sizeof path, "%s/tokenizer/ggml-vocab-gemma-4.gguf.inp", fx);
+        snprintf(path2, sizeof path2, "%s/tokenizer/ggml-vocab-gemma-4.gguf.out", fx);
         run_llama_vectors(real, path, path2);
         test_real_details(real);
         test_round_trips(real, "gemma4-real");

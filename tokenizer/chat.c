@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tokenizer/chat_internal.h"
+#include "tokenizer/tokenizer.h"
 
 static bool is_model(const char *role) { return !strcmp(role, "model") || !strcmp(role, "assistant"); }
 static bool is_system(const char *role) { return !strcmp(role, "system") || !strcmp(role, "developer"); }
@@ -70,12 +71,12 @@ static int write_string_list(decl_ctx *c, const char *key, const g4_chat_value *
     for (size_t k = 0; k < v->len; k++) {
         if (v->items[k]->type != G4_CHAT_STRING) return decl_error(c, key, "must be a list of strings");
         if (k) g4_chat_buf_str(c->b, ",");
-        g4_chat_buf_str(c->b, G4_CHAT_QUOTE);
+        g4_chat_buf_mark(c->b, G4_CHAT_QUOTE);
         if (upper)
             write_upper(c->b, v->items[k]->str);
         else
             g4_chat_buf_str(c->b, v->items[k]->str);
-        g4_chat_buf_str(c->b, G4_CHAT_QUOTE);
+        g4_chat_buf_mark(c->b, G4_CHAT_QUOTE);
     }
     g4_chat_buf_str(c->b, "]");
     return 0;
@@ -132,9 +133,9 @@ static int write_items(decl_ctx *c, const char *key, const g4_chat_value *items)
         } else if (!strcmp(ik, "type")) {
             g4_chat_buf_str(c->b, "type:");
             if (iv->type == G4_CHAT_STRING) {
-                g4_chat_buf_str(c->b, G4_CHAT_QUOTE);
+                g4_chat_buf_mark(c->b, G4_CHAT_QUOTE);
                 write_upper(c->b, iv->str);
-                g4_chat_buf_str(c->b, G4_CHAT_QUOTE);
+                g4_chat_buf_mark(c->b, G4_CHAT_QUOTE);
             } else {
                 rc = write_string_list(c, key, iv, true);
             }
@@ -170,9 +171,10 @@ static int write_property(decl_ctx *c, const char *key, const g4_chat_value *v) 
             return decl_error(c, key, "description must be a string");
         }
         comma_unless_first(b, &first);
-        g4_chat_buf_str(b, "description:" G4_CHAT_QUOTE);
+        g4_chat_buf_str(b, "description:");
+        g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         g4_chat_buf_add(b, desc->str, desc->len);
-        g4_chat_buf_str(b, G4_CHAT_QUOTE);
+        g4_chat_buf_mark(b, G4_CHAT_QUOTE);
     }
     const g4_chat_value *items = g4_chat_object_get(v, "items");
     if (!strcmp(type, "STRING") && g4_chat_truthy(g4_chat_object_get(v, "enum"))) {
@@ -208,9 +210,11 @@ static int write_property(decl_ctx *c, const char *key, const g4_chat_value *v) 
         }
     }
     comma_unless_first(b, &first);
-    g4_chat_buf_str(b, "type:" G4_CHAT_QUOTE);
+    g4_chat_buf_str(b, "type:");
+    g4_chat_buf_mark(b, G4_CHAT_QUOTE);
     g4_chat_buf_str(b, type);
-    g4_chat_buf_str(b, G4_CHAT_QUOTE "}");
+    g4_chat_buf_mark(b, G4_CHAT_QUOTE);
+    g4_chat_buf_str(b, "}");
     free(tn.s);
     return rc;
 }
@@ -238,11 +242,13 @@ static int write_properties(decl_ctx *c, const g4_chat_value *props, bool skip_s
 static int write_declaration(decl_ctx *c, const g4_chat_tool *t) {
     g4_chat_buf *b = c->b;
     if (!t->name || !*t->name) return decl_error(c, NULL, "tool has no name");
-    g4_chat_buf_str(b, "<|tool>declaration:");
+    g4_chat_buf_mark(b, "<|tool>");
+    g4_chat_buf_str(b, "declaration:");
     g4_chat_buf_str(b, t->name);
-    g4_chat_buf_str(b, "{description:" G4_CHAT_QUOTE);
+    g4_chat_buf_str(b, "{description:");
+    g4_chat_buf_mark(b, G4_CHAT_QUOTE);
     g4_chat_buf_str(b, t->description ? t->description : "");
-    g4_chat_buf_str(b, G4_CHAT_QUOTE);
+    g4_chat_buf_mark(b, G4_CHAT_QUOTE);
     const g4_chat_value *params = t->parameters;
     if (params && params->type != G4_CHAT_OBJECT && params->type != G4_CHAT_NULL)
         return decl_error(c, "parameters", "must be an object");
@@ -267,13 +273,15 @@ static int write_declaration(decl_ctx *c, const g4_chat_tool *t) {
         if (g4_chat_truthy(type)) {
             if (type->type != G4_CHAT_STRING) return decl_error(c, "type", "must be a string");
             comma_unless_first(b, &first);
-            g4_chat_buf_str(b, "type:" G4_CHAT_QUOTE);
+            g4_chat_buf_str(b, "type:");
+            g4_chat_buf_mark(b, G4_CHAT_QUOTE);
             write_upper(b, type->str);
-            g4_chat_buf_str(b, G4_CHAT_QUOTE);
+            g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         }
         g4_chat_buf_str(b, "}");
     }
-    g4_chat_buf_str(b, "}<tool|>");
+    g4_chat_buf_str(b, "}");
+    g4_chat_buf_mark(b, "<tool|>");
     return 0;
 }
 
@@ -289,11 +297,13 @@ static int write_call(g4_chat_buf *b, const g4_chat_tool_call *call, size_t msg,
         snprintf(err, G4_ERR_LEN, "messages[%zu]: arguments of tool call %s are not an object", msg, call->name);
         return -1;
     }
-    g4_chat_buf_str(b, "<|tool_call>call:");
+    g4_chat_buf_mark(b, "<|tool_call>");
+    g4_chat_buf_str(b, "call:");
     g4_chat_buf_str(b, call->name);
     g4_chat_buf_str(b, "{");
     if (call->args) g4_chat_write_members(b, call->args, false);
-    g4_chat_buf_str(b, "}<tool_call|>");
+    g4_chat_buf_str(b, "}");
+    g4_chat_buf_mark(b, "<tool_call|>");
     return 0;
 }
 
@@ -305,7 +315,8 @@ static void write_response(g4_chat_buf *b, const g4_chat_msg *model, const g4_ch
         const g4_chat_tool_call *call = &model->tool_calls[k];
         if (call->id && !strcmp(call->id, tool->tool_call_id)) name = call->name;
     }
-    g4_chat_buf_str(b, "<|tool_response>response:");
+    g4_chat_buf_mark(b, "<|tool_response>");
+    g4_chat_buf_str(b, "response:");
     g4_chat_buf_str(b, name);
     g4_chat_buf_str(b, "{");
     if (tool->response && tool->response->type == G4_CHAT_OBJECT) {
@@ -315,12 +326,13 @@ static void write_response(g4_chat_buf *b, const g4_chat_msg *model, const g4_ch
         if (tool->response) {
             g4_chat_write_value(b, tool->response, false);
         } else {
-            g4_chat_buf_str(b, G4_CHAT_QUOTE);
+            g4_chat_buf_mark(b, G4_CHAT_QUOTE);
             g4_chat_buf_str(b, tool->content ? tool->content : "");
-            g4_chat_buf_str(b, G4_CHAT_QUOTE);
+            g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         }
     }
-    g4_chat_buf_str(b, "}<tool_response|>");
+    g4_chat_buf_str(b, "}");
+    g4_chat_buf_mark(b, "<tool_response|>");
 }
 
 static int check_messages(const g4_chat_msg *msgs, size_t n, char *err) {
@@ -353,8 +365,10 @@ static int check_messages(const g4_chat_msg *msgs, size_t n, char *err) {
 /* What the last rendered message ended with; decides the generation prompt. */
 typedef enum last_part { LAST_TEXT, LAST_TOOL_CALL, LAST_TOOL_RESPONSE } last_part;
 
-char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts, char *err) {
+char *g4_chat_format_marked(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts, g4_chat_span **marks,
+                            size_t *n_marks, char *err) {
     static const g4_chat_opts defaults = {0};
+    if (marks) *marks = NULL, *n_marks = 0;
     if (!opts) opts = &defaults;
     if (n && !msgs) {
         snprintf(err, G4_ERR_LEN, "messages: NULL with %zu messages", n);
@@ -367,15 +381,20 @@ char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts
     size_t first = 0;
     bool has_system = n && is_system(msgs[0].role);
     if (opts->enable_thinking || opts->n_tools || has_system) {
-        g4_chat_buf_str(&b, "<|turn>system\n");
-        if (opts->enable_thinking) g4_chat_buf_str(&b, "<|think|>\n");
+        g4_chat_buf_mark(&b, "<|turn>");
+        g4_chat_buf_str(&b, "system\n");
+        if (opts->enable_thinking) {
+            g4_chat_buf_mark(&b, "<|think|>");
+            g4_chat_buf_str(&b, "\n");
+        }
         if (has_system && msgs[0].content) write_trimmed(&b, msgs[0].content, strlen(msgs[0].content));
         first = has_system;
         for (size_t t = 0; t < opts->n_tools; t++) {
             decl_ctx c = {&b, err, t};
             if (write_declaration(&c, &opts->tools[t])) goto fail;
         }
-        g4_chat_buf_str(&b, "<turn|>\n");
+        g4_chat_buf_mark(&b, "<turn|>");
+        g4_chat_buf_str(&b, "\n");
     }
 
     size_t last_user = SIZE_MAX; /* thoughts are replayed only after it */
@@ -389,16 +408,18 @@ char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts
         if (is_tool(m->role)) continue; /* written with its model message */
         bool model = is_model(m->role);
         if (!(model && turn_open)) {
-            g4_chat_buf_str(&b, "<|turn>");
+            g4_chat_buf_mark(&b, "<|turn>");
             g4_chat_buf_str(&b, model ? "model" : m->role);
             g4_chat_buf_str(&b, "\n");
         }
         turn_open = false;
         last = LAST_TEXT;
         if (model && m->reasoning && *m->reasoning && (last_user == SIZE_MAX || i > last_user)) {
-            g4_chat_buf_str(&b, "<|channel>thought\n");
+            g4_chat_buf_mark(&b, "<|channel>");
+            g4_chat_buf_str(&b, "thought\n");
             g4_chat_buf_str(&b, m->reasoning);
-            g4_chat_buf_str(&b, "\n<channel|>");
+            g4_chat_buf_str(&b, "\n");
+            g4_chat_buf_mark(&b, "<channel|>");
         }
         for (size_t k = 0; k < m->n_tool_calls; k++) {
             if (write_call(&b, &m->tool_calls[k], i, err)) goto fail;
@@ -417,32 +438,111 @@ char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts
         if (last == LAST_TOOL_CALL) {
             /* history holds a call without its answer: end it the way the
              * model did, with the end-of-generation token */
-            g4_chat_buf_str(&b, "<|tool_response>");
+            g4_chat_buf_mark(&b, "<|tool_response>");
             turn_open = true;
         } else if (model && next < n && is_model(msgs[next].role) && (!m->n_tool_calls || answered)) {
             turn_open = true; /* the next model message continues this turn */
         } else if (answered && !has_content && next == n) {
             turn_open = true; /* the model answers the tool results next */
         } else {
-            g4_chat_buf_str(&b, "<turn|>\n");
+            g4_chat_buf_mark(&b, "<turn|>");
+            g4_chat_buf_str(&b, "\n");
         }
     }
 
     if (opts->add_generation_prompt) {
         if (!turn_open) {
-            g4_chat_buf_str(&b, "<|turn>model\n");
-            if (!opts->enable_thinking && opts->empty_thought_channel)
-                g4_chat_buf_str(&b, "<|channel>thought\n<channel|>");
+            g4_chat_buf_mark(&b, "<|turn>");
+            g4_chat_buf_str(&b, "model\n");
+            if (!opts->enable_thinking && opts->empty_thought_channel) {
+                g4_chat_buf_mark(&b, "<|channel>");
+                g4_chat_buf_str(&b, "thought\n");
+                g4_chat_buf_mark(&b, "<channel|>");
+            }
         } else if (last == LAST_TOOL_RESPONSE && opts->enable_thinking) {
-            g4_chat_buf_str(&b, "<|channel>thought\n");
+            g4_chat_buf_mark(&b, "<|channel>");
+            g4_chat_buf_str(&b, "thought\n");
         }
     }
     if (b.oom) {
         snprintf(err, G4_ERR_LEN, "chat: out of memory formatting %zu messages", n);
         goto fail;
     }
+    if (marks) *marks = b.marks, *n_marks = b.n_marks;
+    else free(b.marks);
     return b.s;
 fail:
     free(b.s);
+    free(b.marks);
     return NULL;
+}
+
+char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts, char *err) {
+    return g4_chat_format_marked(msgs, n, opts, NULL, NULL, err);
+}
+
+/* Appends ids[0..n) to *all (count *n_all); 0, or -1 with err set. */
+static int append_ids(int32_t **all, int64_t *n_all, const int32_t *ids, int64_t n, char *err) {
+    if (!n) return 0;
+    int32_t *g = realloc(*all, (size_t)(*n_all + n) * sizeof *g);
+    if (!g) return snprintf(err, G4_ERR_LEN, "chat: out of memory for %lld tokens", (long long)(*n_all + n)), -1;
+    memcpy(g + *n_all, ids, (size_t)n * sizeof *ids);
+    *all = g;
+    *n_all += n;
+    return 0;
+}
+
+/* Appends the ids of text[0..n) with control-token text kept as text. */
+static int append_text(const g4_vocab *v, const char *text, size_t n, int32_t **all, int64_t *n_all, char *err) {
+    int32_t *part;
+    int64_t n_part = g4_tokenize(v, text, n, false, false, &part, err);
+    int rc = n_part < 0 ? -1 : append_ids(all, n_all, part, n_part, err);
+    free(part);
+    return rc;
+}
+
+int64_t g4_chat_tokenize(const g4_vocab *v, const char *prompt, size_t len, const g4_chat_span *marks, size_t n_marks,
+                         bool add_special, int32_t **ids, char *err) {
+    *ids = NULL;
+    /* what add_special puts around a text: BOS in front, and EOS behind for
+     * the vocabularies that ask for it */
+    int32_t *around;
+    int64_t n_around = g4_tokenize(v, "", 0, add_special, false, &around, err);
+    if (n_around < 0) return -1;
+    const int64_t n_front = n_around && around[0] == g4_vocab_bos(v);
+    int32_t *all = NULL;
+    int64_t n_all = 0;
+    int rc = append_ids(&all, &n_all, around, n_front, err);
+    size_t at = 0, after = 0; /* start of the text not tokenized yet; end of the last mark */
+    for (size_t k = 0; rc == 0 && k <= n_marks; k++) {
+        /* The text runs up to the next marker that is a control token. The
+         * other markers stay in it for g4_tokenize, which cuts out
+         * user-defined tokens itself and keeps normal ones as text: the cuts
+         * fall where parse_special would put them. */
+        int32_t id = -1;
+        if (k < n_marks) {
+            if (marks[k].at < after || marks[k].len > len || marks[k].at > len - marks[k].len) {
+                snprintf(err, G4_ERR_LEN, "chat: marker %zu is out of order or beyond the %zu-byte prompt", k, len);
+                rc = -1;
+                break;
+            }
+            after = marks[k].at + marks[k].len;
+            id = g4_vocab_find(v, prompt + marks[k].at, marks[k].len);
+            if (!g4_vocab_is_control(v, id)) continue;
+        }
+        const size_t end = k < n_marks ? marks[k].at : len;
+        if (end > at) rc = append_text(v, prompt + at, end - at, &all, &n_all, err);
+        if (rc == 0 && k < n_marks) {
+            rc = append_ids(&all, &n_all, &id, 1, err);
+            at = end + marks[k].len;
+        }
+    }
+    if (rc == 0) rc = append_ids(&all, &n_all, around + n_front, n_around - n_front, err);
+    free(around);
+    if (rc) {
+        free(all);
+        return -1;
+    }
+    *ids = all;
+    return n_all;
 }

@@ -7,7 +7,11 @@
  * leading "<bos>" that the Jinja template prints. Tokenize it with
  * g4_tokenize(..., add_special = true, parse_special = true): the tokenizer
  * adds BOS, so the token stream starts with exactly one id 2, as llama.cpp
- * does when it strips the template's "<bos>".
+ * does when it strips the template's "<bos>". That parses control-token
+ * text anywhere, also inside message content ("<turn|>\n<|turn>system\n"
+ * in a user message would close its turn and open a system turn), as
+ * llama.cpp does. g4_chat_format_marked() and g4_chat_tokenize() instead
+ * make control tokens of the template's own markers only.
  *
  * Which template: Google's current canonical Gemma 4 template (the one that
  * keeps a tool-using exchange inside one model turn). Its rules:
@@ -44,7 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gguf/gguf.h" /* G4_ERR_LEN */
+#include "error.h"
 
 /* A JSON-like value: tool parameter schemas, call arguments, tool results.
  * Trees are heap-allocated; an object keeps its keys in insertion order
@@ -133,6 +137,30 @@ typedef struct g4_chat_opts {
  * or tool without a name, arguments or parameters that are not objects. */
 char *g4_chat_format(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts, char *err);
 
+/* A byte range of a prompt. */
+typedef struct g4_chat_span {
+    size_t at, len;
+} g4_chat_span;
+
+/* g4_chat_format, and where in the prompt the template wrote its own
+ * markers ("<|turn>", "<turn|>", "<|\"|>", ...): *marks (malloc'd, in
+ * order, NULL when none) gets one span per marker. Every other byte is
+ * text the messages and tools brought, or plain template text. */
+char *g4_chat_format_marked(const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts, g4_chat_span **marks,
+                            size_t *n_marks, char *err);
+
+typedef struct g4_vocab g4_vocab;
+/* Token ids of prompt[0..len) where only the markers marks[0..n_marks)
+ * become control tokens: control-token text anywhere else is tokenized as
+ * plain text, so message content cannot forge a turn. (User-defined tokens,
+ * such as "<|tool_call>" in Gemma 4, are matched in any text, as
+ * g4_tokenize always does.) Text without control-token text in it gets the
+ * ids g4_tokenize(prompt, add_special, parse_special = true) gives.
+ * add_special: as in g4_tokenize. Returns the count and *ids (malloc'd),
+ * or -1 with err set. */
+int64_t g4_chat_tokenize(const g4_vocab *v, const char *prompt, size_t len, const g4_chat_span *marks, size_t n_marks,
+                         bool add_special, int32_t **ids, char *err);
+
 /* The model's output split into its parts. */
 typedef struct g4_chat_output {
     char *reasoning;  /* text of the thought channel(s), "" if none */
@@ -147,7 +175,8 @@ typedef struct g4_chat_output {
  * the prompt ended with an open "<|channel>thought\n". A text cut off inside
  * a thought or a tool call is not an error: what arrived is kept (a partial
  * call is dropped) and truncated is set. A complete tool call with bad
- * syntax is an error: -1 with err set and *out empty. 0 on success; free
+ * syntax is an error: -1 with err set and *out empty. A NUL byte in the
+ * reasoning or content text becomes U+FFFD (they are C strings). 0 on success; free
  * with g4_chat_output_free either way. */
 int g4_chat_parse_output(const char *text, size_t len, bool starts_in_thought,
                          g4_chat_output *out, char *err);

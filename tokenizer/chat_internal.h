@@ -14,10 +14,15 @@ typedef struct g4_chat_buf {
     char *s;
     size_t len, cap;
     bool oom;
+    g4_chat_span *marks; /* where g4_chat_buf_mark wrote template markers */
+    size_t n_marks, marks_cap;
 } g4_chat_buf;
 
 void g4_chat_buf_add(g4_chat_buf *b, const char *s, size_t n);
 void g4_chat_buf_str(g4_chat_buf *b, const char *s);
+/* Appends one of the template's own markers ("<|turn>", G4_CHAT_QUOTE, ...)
+ * and records where it went: only these become control tokens. */
+void g4_chat_buf_mark(g4_chat_buf *b, const char *marker);
 
 /* Object member order of Jinja's dictsort: keys compared without ASCII case,
  * ties kept in insertion order. Returns a malloc'd permutation of

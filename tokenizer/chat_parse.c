@@ -206,6 +206,17 @@ static const char *next_marker(const char *p, const char *end, int *which) {
     return end;
 }
 
+/* Appends generated text to the reasoning or the content, which are C
+ * strings: a NUL byte (a <0x00> token) becomes U+FFFD, as JSON output shows
+ * an invalid byte, instead of cutting off everything after it. */
+static void add_text(g4_chat_buf *b, const char *p, size_t n) {
+    for (const char *nul; (nul = memchr(p, '\0', n)); n -= (size_t)(nul - p) + 1, p = nul + 1) {
+        g4_chat_buf_add(b, p, (size_t)(nul - p));
+        g4_chat_buf_str(b, "\xEF\xBF\xBD");
+    }
+    g4_chat_buf_add(b, p, n);
+}
+
 static char *trimmed_copy(const g4_chat_buf *b) {
     const char *s = b->s ? b->s : "";
     size_t n = b->len;
@@ -237,7 +248,7 @@ int g4_chat_parse_output(const char *text, size_t len, bool starts_in_thought, g
         if (in_thought) {
             static const char close[] = "<channel|>";
             const char *stop = memmem(p, (size_t)(end - p), close, sizeof close - 1);
-            g4_chat_buf_add(&reasoning, p, (size_t)((stop ? stop : end) - p));
+            add_text(&reasoning, p, (size_t)((stop ? stop : end) - p));
             if (!stop) {
                 out->truncated = true;
                 break;
@@ -248,7 +259,7 @@ int g4_chat_parse_output(const char *text, size_t len, bool starts_in_thought, g
         }
         int m = -1;
         const char *mark = next_marker(p, end, &m);
-        g4_chat_buf_add(&content, p, (size_t)(mark - p));
+        add_text(&content, p, (size_t)(mark - p));
         if (mark == end || m == M_TURN_END || m == M_TOOL_RESPONSE || m == M_EOS) break;
         p = mark + strlen(markers[m]);
         if (m == M_CHANNEL) {

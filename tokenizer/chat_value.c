@@ -146,6 +146,22 @@ void g4_chat_buf_add(g4_chat_buf *b, const char *s, size_t n) {
 
 void g4_chat_buf_str(g4_chat_buf *b, const char *s) { g4_chat_buf_add(b, s, strlen(s)); }
 
+void g4_chat_buf_mark(g4_chat_buf *b, const char *marker) {
+    if (b->oom) return;
+    if (b->n_marks == b->marks_cap) {
+        size_t cap = b->marks_cap ? 2 * b->marks_cap : 32;
+        g4_chat_span *m = realloc(b->marks, cap * sizeof *m);
+        if (!m) {
+            b->oom = true;
+            return;
+        }
+        b->marks = m;
+        b->marks_cap = cap;
+    }
+    b->marks[b->n_marks++] = (g4_chat_span){b->len, strlen(marker)};
+    g4_chat_buf_str(b, marker);
+}
+
 typedef struct key_slot {
     const char *key;
     size_t index;
@@ -243,9 +259,9 @@ void g4_chat_write_value(g4_chat_buf *b, const g4_chat_value *v, bool quote_keys
         break;
     case G4_CHAT_FLOAT: write_float(b, v->f); break;
     case G4_CHAT_STRING:
-        g4_chat_buf_str(b, G4_CHAT_QUOTE);
+        g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         g4_chat_buf_add(b, v->str, v->len);
-        g4_chat_buf_str(b, G4_CHAT_QUOTE);
+        g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         break;
     case G4_CHAT_ARRAY:
         g4_chat_buf_str(b, "[");
@@ -267,9 +283,9 @@ void g4_chat_write_members(g4_chat_buf *b, const g4_chat_value *obj, bool quote_
     size_t *order = g4_chat_sorted_keys(obj, b);
     for (size_t k = 0; order && k < obj->len; k++) {
         if (k) g4_chat_buf_str(b, ",");
-        if (quote_keys) g4_chat_buf_str(b, G4_CHAT_QUOTE);
+        if (quote_keys) g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         g4_chat_buf_str(b, obj->keys[order[k]]);
-        if (quote_keys) g4_chat_buf_str(b, G4_CHAT_QUOTE);
+        if (quote_keys) g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         g4_chat_buf_str(b, ":");
         g4_chat_write_value(b, obj->items[order[k]], quote_keys);
     }

@@ -1,8 +1,14 @@
 #include "tools/cli.h"
 
+#include <stdbool.h>
+
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "kernels/isa.h"
 
 int cli_int(const char *v, long lo, long hi, int32_t *out, const char *name) {
     char *end;
@@ -26,4 +32,57 @@ int cli_float(const char *v, double lo, double hi, float *out, const char *name)
     }
     *out = (float)x;
     return 0;
+}
+
+char *cli_read_input(const char *path, size_t *len) {
+    const bool from_stdin = !strcmp(path, "-");
+    FILE *fp = from_stdin ? stdin : fopen(path, "rb");
+    if (!fp) return fprintf(stderr, "%s: %s\n", path, strerror(errno)), NULL;
+    size_t cap = 1 << 16, n = 0, got = 0;
+    char *buf = malloc(cap + 1);
+    while (buf && (got = fread(buf + n, 1, cap - n, fp)) > 0) {
+        n += got;
+        if (n > CLI_MAX_INPUT_BYTES) break;
+        if (n == cap) {
+            char *b = realloc(buf, (cap *= 2) + 1);
+            if (!b) free(buf);
+            buf = b;
+        }
+    }
+    const bool failed = !buf || ferror(fp), too_big = n > CLI_MAX_INPUT_BYTES;
+    if (!from_stdin) fclose(fp);
+    if (failed || too_big) {
+        if (too_big)
+            fprintf(stderr, "%s: more than %zu MiB: inputs are limited to that size\n", path, CLI_MAX_INPUT_BYTES >> 20);
+        else
+            fprintf(stderr, "%s: %s\n", path, buf ? "read error" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+gemma4_model *cli_load(const char *path, char *err) {
+    const char *isa = getenv("GEMMA4_ISA"), *repack = getenv("GEMMA4_REPACK");
+    /* g4_kernels_select names the fallback for a name this CPU cannot run,
+     * so a typo costs speed, not the run */
+    const gemma4_load_params p = {.isa = isa && *isa ? g4_kernels_select(isa)->isa : NULL,
+                                  .no_repack = repack && !strcmp(repack, "0")};
+    return gemma4_load_ex(path, &p, err);
+}
+
+/* One line per token: the node name, its size, sum, RMS and first values. */
+static void dump_to_stderr(void *user, const char *name, int32_t token, const float *x, int64_t n) {
+    (void)user;
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < n; i++) sum += x[i], sq += (double)x[i] * x[i];
+    fprintf(stderr, "%-24s t=%-4lld n=%-6lld sum=%-14.6g rms=%-12.6g [%.6g %.6g %.6g %.6g]\n", name, (long long)token,
+            (long long)n, sum, sqrt(sq / (double)n), x[0], n > 1 ? x[1] : 0, n > 2 ? x[2] : 0, n > 3 ? x[3] : 0);
+}
+
+void cli_session_env(gemma4_session_params *sp) {
+    const char *dump = getenv("GEMMA4_DUMP");
+    if (dump && *dump != '0') sp->dump = dump_to_stderr;
 }

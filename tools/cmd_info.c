@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -30,7 +30,7 @@ static uint64_t llama_cpp_bytes(const gemma4_kv_plan *p, int64_t n_ctx) {
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     int32_t n_ctx = 0;
-    gemma4_session_params sp = {.type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
+    gemma4_session_params sp = {.type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout), 0;
         if (i + 1 >= argc) return fprintf(stderr, "gemma4 info: %s needs a value\n", argv[i]), 2;
@@ -38,14 +38,14 @@ int cmd_info(int argc, char **argv) {
         else if (!strcmp(argv[i], "-c")) { if (cli_int(argv[++i], 1, INT32_MAX, &n_ctx, "-c")) return 2; }
         else if (!strcmp(argv[i], "-ctk") || !strcmp(argv[i], "-ctv")) {
             const char *name = argv[i], *v = argv[++i];
-            if (g4_kv_type_from_name(v, name[3] == 'k' ? &sp.type_k : &sp.type_v))
+            if (gemma4_kv_type_from_name(v, name[3] == 'k' ? &sp.type_k : &sp.type_v))
                 return fprintf(stderr, "gemma4: bad value for %s: '%s' (f32, f16, q8_0)\n", name, v), 2;
         }
         else return fprintf(stderr, "gemma4 info: unknown option '%s'\n", argv[i]), usage(stderr), 2;
     }
     if (!model) return usage(stderr), 2;
     char err[G4_ERR_LEN];
-    gemma4_model *m = gemma4_load(model, err);
+    gemma4_model *m = cli_load(model, err);
     if (!m) return fprintf(stderr, "%s\n", err), 1;
     gemma4_info in;
     gemma4_model_info(m, &in);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -46,7 +46,7 @@ static int64_t parse_ids(const char *list, int32_t **ids) {
 int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *tokens = NULL, *text = NULL, *out_path = NULL;
     int32_t ubatch = 0, threads = 0;
-    enum g4_type type_k = G4_TYPE_F32, type_v = G4_TYPE_F32;
+    gemma4_kv_type type_k = GEMMA4_KV_F32, type_v = GEMMA4_KV_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
@@ -60,7 +60,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--ubatch")) { if (cli_int(v, 1, 1 << 20, &ubatch, "--ubatch")) return 2; }
         else if (!strcmp(a, "-t")) { if (cli_int(v, 1, 1024, &threads, "-t")) return 2; }
         else if (!strcmp(a, "-ctk") || !strcmp(a, "-ctv")) {
-            if (g4_kv_type_from_name(v, a[3] == 'k' ? &type_k : &type_v))
+            if (gemma4_kv_type_from_name(v, a[3] == 'k' ? &type_k : &type_v))
                 return fprintf(stderr, "gemma4: bad value for %s: '%s' (f32, f16, q8_0)\n", a, v), 2;
         }
         else return fprintf(stderr, "gemma4 logits: unknown option '%s'\n", a), usage(stderr), 2;
@@ -69,10 +69,10 @@ int cmd_logits(int argc, char **argv) {
         return fprintf(stderr, "gemma4 logits: need -m, -o and one of --tokens / --text\n"), usage(stderr), 2;
 
     char err[G4_ERR_LEN];
-    gemma4_model *m = gemma4_load(model, err);
+    gemma4_model *m = cli_load(model, err);
     if (!m) return fprintf(stderr, "%s\n", err), 1;
     int32_t *ids = NULL;
-    int64_t n = tokens ? parse_ids(tokens, &ids) : g4_tokenize(gemma4_model_vocab(m), text, strlen(text), true, true, &ids, err);
+    int64_t n = tokens ? parse_ids(tokens, &ids) : g4_tokenize(g4_model_vocab(m), text, strlen(text), true, true, &ids, err);
     int rc = 1;
     gemma4_session *s = NULL;
     float *logits = NULL;
@@ -82,6 +82,7 @@ int cmd_logits(int argc, char **argv) {
         goto done;
     }
     gemma4_session_params sp = {.n_ctx = (int32_t)n, .n_threads = threads, .n_ubatch = ubatch, .type_k = type_k, .type_v = type_v};
+    cli_session_env(&sp);
     s = gemma4_session_new(m, &sp, err);
     logits = malloc((size_t)n * (size_t)gemma4_n_vocab(m) * sizeof *logits);
     if (!s || !logits) {

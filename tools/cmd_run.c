@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "tokenizer/chat.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -35,8 +35,8 @@ static double now_s(void) {
 typedef struct opts {
     const char *model, *prompt, *prompt_file, *system;
     int32_t n_predict, n_ctx, n_threads;
-    enum g4_type type_k, type_v;
-    bool ignore_eos, raw, special, think, show_thinking;
+    gemma4_kv_type type_k, type_v;
+    bool ignore_eos, raw, special, think, show_thinking, color;
     /* sampling overrides; the rest comes from the model */
     float temp, top_p, min_p;
     int32_t top_k;
@@ -46,17 +46,20 @@ typedef struct opts {
 
 static void usage_common(FILE *out) {
     fprintf(out,
-            "  -m FILE          model (GGUF)\n"
-            "  -c N             context size in tokens (default: min(model context, 4096))\n"
-            "  -t N             threads (default: number of cores)\n"
-            "  -ctk TYPE        KV cache type of K: f32, f16, q8_0 (default: f16)\n"
-            "  -ctv TYPE        KV cache type of V (default: f16)\n"
+            "  -m, --model FILE       model (GGUF)\n"
+            "  -c, --ctx-size N       context size in tokens (default: min(model context, 4096))\n"
+            "  -t, --threads N        threads (default: number of cores)\n"
+            "  -ctk, --cache-type-k T KV cache type of K: f32, f16, q8_0 (default: f16)\n"
+            "  -ctv, --cache-type-v T KV cache type of V (default: f16)\n"
             "  --temp T         temperature; 0 = greedy (default: model's general.sampling.temp, else 1.0)\n"
             "  --top-k K        keep the K most likely tokens; 0 = off (default: model's, else 64)\n"
             "  --top-p P        keep the smallest set reaching probability P; 1 = off (default: model's, else 0.95)\n"
             "  --min-p P        drop tokens below P * the top probability; 0 = off (default: model's, else 0)\n"
-            "  --seed S         random seed (default: from the clock; the seed used is printed)\n"
+            "  -s, --seed S     random seed (default: from the clock; the seed used is printed)\n"
             "  --ignore-eos     never stop at an end-of-generation token (they are not sampled)\n"
+            "  --color          generated text in colour when stdout is a terminal\n"
+            "  -ngl N, -fa [on|off|auto]  accepted for llama.cpp scripts and ignored (CPU only;\n"
+            "                   attention is always exact)\n"
             "  -h, --help       this help\n");
 }
 
@@ -66,9 +69,9 @@ static void usage_run(FILE *out) {
             "Continues PROMPT, streaming the new text to stdout. The prompt is sent as is:\n"
             "BOS is added and special-token text (e.g. <|turn>) becomes those tokens; no\n"
             "chat template (use `gemma4 chat` for that). Speeds are printed on stderr.\n"
-            "  -p PROMPT        prompt text\n"
-            "  -f FILE          read the prompt from FILE\n"
-            "  -n N             tokens to generate; -1 = until end of generation or context (default: 256)\n"
+            "  -p, --prompt PROMPT    prompt text\n"
+            "  -f, --file FILE        read the prompt from FILE (- = standard input)\n"
+            "  -n, --n-predict N      tokens to generate; -1 = until end of generation or context (default: 256)\n"
             "  --raw            prompt is plain text: no BOS, special-token text not parsed\n"
             "  --special        print special tokens (e.g. <turn|>) in the output\n");
     usage_common(out);
@@ -79,20 +82,54 @@ static void usage_chat(FILE *out) {
             "usage: gemma4 chat -m FILE [options]\n"
             "Reads one user message per line from stdin (a terminal or a pipe) until EOF or\n"
             "\"/exit\", answering each with the chat template of Gemma 4.\n"
-            "  --system TEXT    system prompt\n"
+            "  -sys, --system TEXT  system prompt\n"
             "  --think          let the model think before answering\n"
             "  --no-think       answer directly (default)\n"
             "  --show-thinking  print the thoughts too (between [thinking] and [/thinking])\n"
-            "  -n N             tokens per answer at most; -1 = no limit (default: -1)\n");
+            "  -n, --n-predict N  tokens per answer at most; -1 = no limit (default: -1)\n");
     usage_common(out);
+}
+
+/* llama.cpp's spellings of our options, mapped onto the names used below,
+ * so that scripts written for llama-cli / llama-completion run unchanged. */
+static const char *const aliases[][2] = {
+    {"--model", "-m"},      {"--prompt", "-p"},     {"--file", "-f"},           {"--n-predict", "-n"},
+    {"--predict", "-n"},    {"--ctx-size", "-c"},   {"--threads", "-t"},        {"-s", "--seed"},
+    {"--cache-type-k", "-ctk"}, {"--cache-type-v", "-ctv"}, {"-sys", "--system"}, {"--system-prompt", "--system"},
+};
+
+static const char *canonical(const char *a) {
+    for (size_t k = 0; k < sizeof aliases / sizeof aliases[0]; k++)
+        if (!strcmp(a, aliases[k][0])) return aliases[k][1];
+    return a;
+}
+
+/* Options of llama.cpp that have no meaning here (GPU offload; flash
+ * attention, which changes nothing: attention is computed exactly in f32
+ * either way). Accepted, with one note on stderr, so scripts keep working. */
+static int ignored_option(const char *cmd, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "-ngl") || !strcmp(a, "--n-gpu-layers") || !strcmp(a, "--gpu-layers")) {
+        if (*i + 1 >= argc) return fprintf(stderr, "gemma4 %s: %s needs a value\n", cmd, a), -1;
+        fprintf(stderr, "gemma4 %s: %s %s ignored: this engine runs on the CPU only\n", cmd, a, argv[++*i]);
+        return 1;
+    }
+    if (!strcmp(a, "-fa") || !strcmp(a, "--flash-attn")) {
+        /* llama.cpp takes on|off|auto here; older versions took no value */
+        if (*i + 1 < argc && (!strcmp(argv[*i + 1], "on") || !strcmp(argv[*i + 1], "off") || !strcmp(argv[*i + 1], "auto")))
+            ++*i;
+        fprintf(stderr, "gemma4 %s: %s ignored: attention is always computed exactly, in f32\n", cmd, a);
+        return 1;
+    }
+    return 0;
 }
 
 /* 1 = option taken (*i advanced past its value), 0 = not an option of
  * this command, -1 = bad or missing value (message printed) */
 static int parse_option(const char *cmd, int argc, char **argv, int *i, opts *o) {
-    const char *a = argv[*i];
-    static const char *const flags[] = {"--ignore-eos", "--raw", "--special", "--think", "--no-think", "--show-thinking"};
-    bool *const flag_dst[] = {&o->ignore_eos, &o->raw, &o->special, &o->think, &o->think, &o->show_thinking};
+    const char *a = canonical(argv[*i]);
+    static const char *const flags[] = {"--ignore-eos", "--raw", "--special", "--think", "--no-think", "--show-thinking", "--color"};
+    bool *const flag_dst[] = {&o->ignore_eos, &o->raw, &o->special, &o->think, &o->think, &o->show_thinking, &o->color};
     for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
         if (!strcmp(a, flags[k])) {
             *flag_dst[k] = strcmp(a, "--no-think") != 0;
@@ -102,8 +139,8 @@ static int parse_option(const char *cmd, int argc, char **argv, int *i, opts *o)
                                              "--temp", "--top-k", "--top-p", "--min-p", "--seed"};
     size_t k = 0;
     while (k < sizeof with_value / sizeof with_value[0] && strcmp(a, with_value[k])) k++;
-    if (k == sizeof with_value / sizeof with_value[0]) return 0;
-    if (*i + 1 >= argc) return fprintf(stderr, "gemma4 %s: %s needs a value\n", cmd, a), -1;
+    if (k == sizeof with_value / sizeof with_value[0]) return ignored_option(cmd, argc, argv, i);
+    if (*i + 1 >= argc) return fprintf(stderr, "gemma4 %s: %s needs a value\n", cmd, argv[*i]), -1;
     const char *v = argv[++*i];
     int bad = 0;
     if (!strcmp(a, "-m")) o->model = v;
@@ -114,7 +151,7 @@ static int parse_option(const char *cmd, int argc, char **argv, int *i, opts *o)
     else if (!strcmp(a, "-c")) bad = cli_int(v, 1, INT32_MAX, &o->n_ctx, a);
     else if (!strcmp(a, "-t")) bad = cli_int(v, 1, 1024, &o->n_threads, a);
     else if (!strcmp(a, "-ctk") || !strcmp(a, "-ctv")) {
-        bad = g4_kv_type_from_name(v, a[3] == 'k' ? &o->type_k : &o->type_v);
+        bad = gemma4_kv_type_from_name(v, a[3] == 'k' ? &o->type_k : &o->type_v);
         if (bad) fprintf(stderr, "gemma4: bad value for %s: '%s' (f32, f16, q8_0)\n", a, v);
     }
     else if (!strcmp(a, "--temp")) bad = cli_float(v, 0, 1e6, &o->temp, a), o->has_temp = true;
@@ -137,16 +174,18 @@ static int parse_args(const char *cmd, int argc, char **argv, opts *o, void (*us
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout), -1;
         int r = allowed(argv[i]) ? parse_option(cmd, argc, argv, &i, o) : 0;
         if (r < 0) return 2;
-        if (r == 0) return fprintf(stderr, "gemma4 %s: unknown option '%s'\n", cmd, argv[i]), usage(stderr), 2;
+        if (r == 0) return fprintf(stderr, "gemma4 %s: unknown option '%s' (gemma4 %s --help lists them)\n", cmd, argv[i], cmd), 2;
     }
-    if (!o->model) return fprintf(stderr, "gemma4 %s: -m FILE is required\n", cmd), usage(stderr), 2;
+    if (!o->model) return fprintf(stderr, "gemma4 %s: -m FILE is required (gemma4 %s --help)\n", cmd, cmd), 2;
     return 0;
 }
 
-static bool run_only(const char *a) {
+static bool run_only(const char *arg) {
+    const char *a = canonical(arg);
     return strcmp(a, "--system") && strcmp(a, "--think") && strcmp(a, "--no-think") && strcmp(a, "--show-thinking");
 }
-static bool chat_only(const char *a) {
+static bool chat_only(const char *arg) {
+    const char *a = canonical(arg);
     return strcmp(a, "-p") && strcmp(a, "-f") && strcmp(a, "--raw") && strcmp(a, "--special");
 }
 
@@ -162,6 +201,7 @@ typedef struct engine {
     int32_t *eog;            /* every end-of-generation id, masked by --ignore-eos */
     int32_t n_eog;
     bool ignore_eos;
+    bool color;              /* generated text in colour (--color on a terminal) */
     int64_t n_prompt, n_gen; /* totals, for the speeds */
     double t_prompt, t_gen;
 } engine;
@@ -179,10 +219,11 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
     memset(e, 0, sizeof *e);
     fprintf(stderr, "gemma4 %s: loading %s\n", cmd, o->model);
     double t0 = now_s();
-    if (!(e->m = gemma4_load(o->model, err))) return fprintf(stderr, "%s\n", err), -1;
-    e->v = gemma4_model_vocab(e->m);
+    if (!(e->m = cli_load(o->model, err))) return fprintf(stderr, "%s\n", err), -1;
+    e->v = g4_model_vocab(e->m);
     e->n_vocab = gemma4_n_vocab(e->m);
     gemma4_session_params sp = {.n_ctx = o->n_ctx, .n_threads = o->n_threads, .type_k = o->type_k, .type_v = o->type_v};
+    cli_session_env(&sp);
     if (!(e->s = gemma4_session_new(e->m, &sp, err))) return fprintf(stderr, "%s\n", err), -1;
 
     gemma4_sampling p = gemma4_sampling_defaults(e->m);
@@ -200,6 +241,7 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
     for (int32_t id = 0; id < e->n_vocab; id++)
         if (g4_vocab_is_eog(e->v, id)) e->eog[e->n_eog++] = id;
     e->ignore_eos = o->ignore_eos;
+    e->color = o->color && isatty(STDOUT_FILENO);
     fprintf(stderr, "gemma4 %s: %s model loaded in %.2f s; context %d, temp %g, top-k %d, top-p %g, min-p %g, seed %llu\n",
             cmd, gemma4_variant(e->m), now_s() - t0, gemma4_session_n_ctx(e->s), p.temperature, p.top_k, p.top_p,
             p.min_p, (unsigned long long)p.seed);
@@ -297,10 +339,12 @@ static void stream_end(stream *st) {
 static int64_t generate(engine *e, int64_t max_new, stream *st, char *err) {
     double t0 = now_s();
     int64_t n = 0;
+    if (e->color) fputs("\x1b[33m", stdout);
     while (max_new < 0 || n < max_new) {
         if (e->ignore_eos)
             for (int32_t i = 0; i < e->n_eog; i++) e->logits[e->eog[i]] = -INFINITY;
         int32_t id = gemma4_sample(e->smp, e->logits);
+        if (id < 0) return snprintf(err, G4_ERR_LEN, "the model produced non-finite logits (NaN or infinity)"), -1;
         if (!e->ignore_eos && g4_vocab_is_eog(e->v, id)) break;
         n++;
         if (stream_token(st, id)) return snprintf(err, G4_ERR_LEN, "out of memory"), -1;
@@ -313,6 +357,7 @@ static int64_t generate(engine *e, int64_t max_new, stream *st, char *err) {
         if (gemma4_eval(e->s, &id, 1, e->logits, false, err)) return -1;
     }
     stream_end(st);
+    if (e->color) fputs("\x1b[0m", stdout), fflush(stdout);
     e->n_gen += n;
     e->t_gen += now_s() - t0;
     return n;
@@ -326,36 +371,15 @@ static void print_speeds(const engine *e) {
 
 /* ---------------------------------------------------------------- run */
 
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0, got;
-    do {
-        if (len + 4096 + 1 > cap) {
-            char *g = realloc(buf, cap = 2 * cap + 4096 + 1);
-            if (!g) break;
-            buf = g;
-        }
-        got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-    } while (got > 0);
-    bool ok = buf && !ferror(f) && feof(f);
-    fclose(f);
-    if (!ok) return free(buf), NULL;
-    buf[len] = 0;
-    return buf;
-}
-
 int cmd_run(int argc, char **argv) {
-    opts o = {.n_predict = 256, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
+    opts o = {.n_predict = 256, .type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16};
     int rc = parse_args("run", argc, argv, &o, usage_run, run_only);
     if (rc) return rc < 0 ? 0 : rc;
     if (!o.prompt == !o.prompt_file)
-        return fprintf(stderr, "gemma4 run: give exactly one of -p PROMPT and -f FILE\n"), usage_run(stderr), 2;
+        return fprintf(stderr, "gemma4 run: give exactly one of -p PROMPT and -f FILE (gemma4 run --help)\n"), 2;
     char *file_text = NULL;
-    if (o.prompt_file && !(file_text = read_file(o.prompt_file)))
-        return fprintf(stderr, "%s: cannot read the prompt file\n", o.prompt_file), 1;
+    size_t file_len = 0;
+    if (o.prompt_file && !(file_text = cli_read_input(o.prompt_file, &file_len))) return 1;
     const char *prompt = o.prompt ? o.prompt : file_text;
 
     char err[G4_ERR_LEN];
@@ -452,7 +476,7 @@ static int chat_turn(engine *e, history *h, const opts *o, stream *st, char *err
 }
 
 int cmd_chat(int argc, char **argv) {
-    opts o = {.n_predict = -1, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16};
+    opts o = {.n_predict = -1, .type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16};
     int rc = parse_args("chat", argc, argv, &o, usage_chat, chat_only);
     if (rc) return rc < 0 ? 0 : rc;
 

@@ -7,6 +7,7 @@
 
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 static void tokenize_usage(FILE *out) {
@@ -37,33 +38,6 @@ static g4_vocab *open_vocab(const char *path) {
     g4_gguf_close(f);
     if (!v) fprintf(stderr, "%s\n", err);
     return v;
-}
-
-static char *read_whole_file(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "%s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + n, 1, cap - n, fp)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *b = realloc(buf, cap *= 2);
-            if (!b) free(buf);
-            buf = b;
-        }
-    }
-    bool failed = !buf || ferror(fp);
-    fclose(fp);
-    if (failed) {
-        fprintf(stderr, "%s: cannot read the file\n", path);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
 }
 
 /* Token text as the body of a JSON string (also keeps --pieces lines whole). */
@@ -139,7 +113,7 @@ int cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     size_t len = text ? strlen(text) : 0;
-    char *bytes = file ? read_whole_file(file, &len) : NULL;
+    char *bytes = file ? cli_read_input(file, &len) : NULL;
     if (file && !bytes) return 1;
     g4_vocab *v = open_vocab(model);
     int status = 1;

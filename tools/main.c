@@ -21,6 +21,7 @@ static const struct {
     {"convert", cmd_convert, "Hugging Face checkpoint -> GGUF (QAT-exact Q4_0 with --qat)"},
     {"quantize", cmd_quantize, "re-quantise a float GGUF to another weight type"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
+    {"perplexity", cmd_perplexity, "perplexity and KL divergence of a text, as llama-perplexity"},
 };
 
 static void usage(FILE *out) {

@@ -271,8 +271,9 @@ INLINE void tile_k(enum g4_type type, int R, int T, int64_t n, const uint8_t *w,
  * The scalar reference adds the f32 products (exact: two 11-bit
  * significands) to a double one element at a time, so every output's
  * additions must stay in element order. Parallelism comes from rows
- * instead: a double lane per row, two groups of four rows so that two
- * chains of dependent additions are in flight. */
+ * instead (a double lane per row, two groups of four rows so that two
+ * chains of dependent additions are in flight), or from tokens where
+ * there are 8 (below). */
 #define F16_ROWS 8
 
 /* acc lane r += the products of elements i..i+3 of row r, in element order. */
@@ -291,11 +292,81 @@ INLINE __m256d f16_add4(__m256d acc, const uint8_t *w, size_t row_bytes, __m128 
     return _mm256_add_pd(acc, _mm256_permute2f128_pd(hi01, hi23, 0x31));
 }
 
+/* Prefill, 8 tokens at a time: the same additions in the same order, with
+ * tokens in lanes instead, a register of 4 doubles holding 4 tokens' sums
+ * of one row. A weight converted once then serves 8 tokens through one
+ * broadcast and nothing is transposed per element (f16_add4 spends 8
+ * shuffles on every 16 products): the activations of a chunk of elements
+ * are transposed into token order once per F16_TR rows, on the stack. */
+#define F16_TR 6      /* rows per pass: 12 of the 16 registers accumulate */
+#define F16_CHUNK 128 /* elements per transposed chunk: 4 KB of floats */
+
+/* 8 rows of 8 floats, transposed: out[k] holds element k of rows 0-7. */
+INLINE void transpose8_ps(const __m256 in[8], __m256 out[8]) {
+    __m256 a[8], b[8];
+    UNROLL for (int i = 0; i < 4; i++) {
+        a[2 * i] = _mm256_unpacklo_ps(in[2 * i], in[2 * i + 1]);
+        a[2 * i + 1] = _mm256_unpackhi_ps(in[2 * i], in[2 * i + 1]);
+    }
+    UNROLL for (int i = 0; i < 2; i++) {
+        b[4 * i] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        b[4 * i + 1] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        b[4 * i + 2] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        b[4 * i + 3] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    UNROLL for (int k = 0; k < 4; k++) {
+        out[k] = _mm256_permute2f128_ps(b[k], b[4 + k], 0x20);
+        out[4 + k] = _mm256_permute2f128_ps(b[k], b[4 + k], 0x31);
+    }
+}
+
+/* R rows (at most F16_TR) against tokens 0-7 of act; n a multiple of 8. */
+INLINE void f16_tok8_rows(int R, int64_t n, const uint8_t *w, size_t row_bytes, const uint8_t *act, size_t act_bytes,
+                          float *out, int64_t out_stride) {
+    _Alignas(32) float at[F16_CHUNK][8], wt[F16_TR][F16_CHUNK];
+    __m256d acc[F16_TR][2];
+    UNROLL for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_pd();
+    for (int64_t i0 = 0; i0 < n; i0 += F16_CHUNK) {
+        const int len = (int)(n - i0 < F16_CHUNK ? n - i0 : F16_CHUNK);
+        for (int i = 0; i < len; i += 8) {
+            __m256 tok[8], el[8];
+            UNROLL for (int t = 0; t < 8; t++)
+                tok[t] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(act + t * act_bytes + 2 * (i0 + i))));
+            transpose8_ps(tok, el);
+            UNROLL for (int k = 0; k < 8; k++) _mm256_store_ps(at[i + k], el[k]);
+            UNROLL for (int r = 0; r < R; r++)
+                _mm256_store_ps(wt[r] + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + r * row_bytes + 2 * (i0 + i)))));
+        }
+        for (int i = 0; i < len; i++) {
+            const __m128 a0 = _mm_load_ps(at[i]), a1 = _mm_load_ps(at[i] + 4);
+            UNROLL for (int r = 0; r < R; r++) {
+                const __m128 wv = _mm_broadcast_ss(&wt[r][i]);
+                acc[r][0] = _mm256_add_pd(acc[r][0], _mm256_cvtps_pd(_mm_mul_ps(wv, a0)));
+                acc[r][1] = _mm256_add_pd(acc[r][1], _mm256_cvtps_pd(_mm_mul_ps(wv, a1)));
+            }
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++) {
+        float y[8];
+        _mm_storeu_ps(y, _mm256_cvtpd_ps(acc[r][0]));
+        _mm_storeu_ps(y + 4, _mm256_cvtpd_ps(acc[r][1]));
+        for (int t = 0; t < 8; t++) out[t * out_stride + r] = y[t];
+    }
+}
+
 static void f16_rows(int64_t n, const void *vw, size_t row_bytes, int64_t n_rows, const void *vact, size_t act_bytes,
                      int64_t n_tok, float *out, int64_t out_stride) {
     float (*dot)(int64_t, const void *, const void *) = g4_kernels_scalar()->vec_dot[G4_TYPE_F16];
     const uint8_t *w = vw, *act = vact;
-    for (int64_t t = 0; t < n_tok; t++) {
+    int64_t t = 0;
+    for (; t + 8 <= n_tok && n % 8 == 0; t += 8) {
+        const uint8_t *a = act + t * act_bytes;
+        float *y = out + t * out_stride;
+        int64_t r = 0;
+        for (; r + F16_TR <= n_rows; r += F16_TR) f16_tok8_rows(F16_TR, n, w + r * row_bytes, row_bytes, a, act_bytes, y + r, out_stride);
+        for (; r < n_rows; r++) f16_tok8_rows(1, n, w + r * row_bytes, row_bytes, a, act_bytes, y + r, out_stride);
+    }
+    for (; t < n_tok; t++) {
         const uint8_t *a = act + t * act_bytes;
         float *y = out + t * out_stride;
         int64_t r = 0;

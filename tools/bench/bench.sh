@@ -1,7 +1,7 @@
 #!/bin/sh
 # What `make bench` runs: `gemma4 bench` on synthetic full-size E2B and
-# 26B-A4B shaped models (Q4_0 and Q4_K) and, when llama.cpp's bench tool is
-# there, the same files at the same thread counts through llama.cpp, so the
+# 26B-A4B shaped models (Q4_0 and Q4_K) and, when LLAMACPP_BENCH names
+# llama.cpp's bench tool, the same files at the same thread counts through llama.cpp, so the
 # two tables can be read side by side. Builds nothing: ./gemma4 must exist.
 # Missing models are written with `./gemma4 mkmodel` (the 26B-A4B ones are
 # about 14 GB each).
@@ -12,7 +12,8 @@
 #   BENCH_THREADS   thread counts [1,2]
 #   BENCH_ARGS      -p/-n/-r for the E2B models [-p 512 -n 128 -r 5]
 #   BENCH_MOE_ARGS  the same for the 26B-A4B models [$BENCH_ARGS]
-#   LLAMACPP_BENCH  llama.cpp bench tool [/work/shared/tools/llamacpp-bench if present]
+#   LLAMACPP_BENCH  llama.cpp's bench tool, run as "$LLAMACPP_BENCH bench FILE ARGS"
+#                   [unset: the llama.cpp tables are left out, and the run says so]
 #   LLAMACPP_ARGS   extra llama.cpp options, e.g. --cpu haswell [none]
 set -eu
 
@@ -23,8 +24,11 @@ BENCH_THREADS=${BENCH_THREADS:-1,2}
 BENCH_ARGS=${BENCH_ARGS:--p 512 -n 128 -r 5}
 BENCH_MOE_ARGS=${BENCH_MOE_ARGS:-$BENCH_ARGS}
 LLAMACPP_ARGS=${LLAMACPP_ARGS:-}
-if [ -z "${LLAMACPP_BENCH:-}" ] && [ -x /work/shared/tools/llamacpp-bench ]; then
-    LLAMACPP_BENCH=/work/shared/tools/llamacpp-bench
+LLAMACPP_BENCH=${LLAMACPP_BENCH:-}
+if [ -z "$LLAMACPP_BENCH" ]; then
+    echo "bench.sh: LLAMACPP_BENCH is not set: gemma4 tables only, no llama.cpp comparison" >&2
+elif [ ! -x "$LLAMACPP_BENCH" ]; then
+    echo "bench.sh: LLAMACPP_BENCH=$LLAMACPP_BENCH is not an executable" >&2; exit 2
 fi
 
 [ -x "$GEMMA4" ] || { echo "bench.sh: $GEMMA4 not built (run make)" >&2; exit 1; }
@@ -46,7 +50,7 @@ for name in $BENCH_MODELS; do
     echo
     # shellcheck disable=SC2086 # the argument lists are meant to split
     "$GEMMA4" bench -m "$file" $args -t "$BENCH_THREADS"
-    if [ -n "${LLAMACPP_BENCH:-}" ] && [ -x "$LLAMACPP_BENCH" ]; then
+    if [ -n "$LLAMACPP_BENCH" ]; then
         echo
         echo "## $name: llama.cpp"
         echo

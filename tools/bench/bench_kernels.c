@@ -27,8 +27,8 @@
 
 /* The SIMD kernels' weight types; the matrix of each is sized in bytes, so
  * wider types get fewer rows and every matvec streams the same amount. */
-static const enum g4_type types[] = {G4_TYPE_Q4_0, G4_TYPE_Q8_0, G4_TYPE_Q4_K,
-                                     G4_TYPE_Q5_K, G4_TYPE_Q6_K, G4_TYPE_F16};
+static const enum g4_type types[] = {G4_TYPE_Q4_0, G4_TYPE_Q8_0, G4_TYPE_Q4_K, G4_TYPE_Q5_K,
+                                     G4_TYPE_Q6_K, G4_TYPE_F16, G4_TYPE_BF16};
 static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
 
 /* The scalar table is one to two orders slower: its matmul covers a slice
@@ -46,7 +46,7 @@ typedef struct options {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: bench_kernels [-t LIST] [--isa NAME] [--type NAME] [--mib N]\n"
-            "Times g4_matmul_isa for each weight type (q4_0 q8_0 q4_k q5_k q6_k f16) and ISA table\n"
+            "Times g4_matmul_isa for each weight type (q4_0 q8_0 q4_k q5_k q6_k f16 bf16) and ISA table\n"
             "(scalar avx2 avx512 neon, those this CPU runs), plain and interleaved (x8) where the\n"
             "table can interleave the type. Prints a markdown table: matvec (1 token) as GB/s of\n"
             "weights streamed, matmul (%d tokens) as GFLOP/s; best of %d runs after a warm-up\n"
@@ -134,6 +134,13 @@ static bool make_weight(enum g4_type t, size_t bytes, const float *x, g4_weight 
     return true;
 }
 
+/* Whether table k has a kernel of its own for type t (the scalar table
+ * always: it is the baseline); without, a row would time the scalar one. */
+static bool has_kernel(const g4_kernels *k, enum g4_type t) {
+    const g4_kernels *scalar = g4_kernels_scalar();
+    return !strcmp(k->isa, scalar->isa) || k->mul_rows[t] || k->mul_rows_x8[t] || k->vec_dot[t] != scalar->vec_dot[t];
+}
+
 /* One table row per thread count for weight w (plain or interleaved). */
 static void bench_rows(const options *o, g4_pool *const *pools, const double *membw, const g4_kernels *k,
                        const g4_weight *w, const char *layout, const float *x, float *y) {
@@ -208,7 +215,7 @@ int main(int argc, char **argv) {
             goto oom;
         }
         for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
-            if (!tables[i]) continue;
+            if (!tables[i] || !has_kernel(tables[i], types[ti])) continue;
             bench_rows(&o, pools, membw, tables[i], &w, "plain", x, y);
             g4_weight packed = w;
             if (!g4_repack_supported(tables[i], &packed)) continue;

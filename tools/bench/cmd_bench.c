@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "kernels/kernels.h"
 #include "tools/bench/bench_report.h"
 #include "tools/cli.h"
@@ -152,6 +152,10 @@ int cmd_bench(int argc, char **argv) {
     if (rc == 1) return usage(stdout), 0;
     if (rc) return usage(stderr), rc;
 
+    /* loaded first: its GEMMA4_ISA choice is the table benchmarked */
+    char err[G4_ERR_LEN];
+    gemma4_model *m = cli_load(o.model, err);
+    if (!m) return fprintf(stderr, "%s\n", err), 1;
     const char *isa = g4_kernels_active()->isa;
     const double ghz = bench_measure_ghz();
     double membw[MAX_THREAD_COUNTS];
@@ -163,18 +167,15 @@ int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "gemma4 bench: clock %.2f GHz (measured), %s FP32 peak %.1f GFLOP/s per core\n", ghz, isa,
             bench_peak_gflops(isa, 1, ghz));
 
-    char err[G4_ERR_LEN];
-    gemma4_model *m = gemma4_load(o.model, err);
-    if (!m) return fprintf(stderr, "%s\n", err), 1;
     gemma4_info info;
     gemma4_model_info(m, &info);
     bench_weights w;
-    bench_weights_of(gemma4_model_gguf(m), info.n_expert, info.n_expert_used, &w);
+    bench_weights_of(g4_model_gguf(m), info.n_expert, info.n_expert_used, &w);
     fprintf(stderr, "gemma4 bench: a decoded token reads %.3f GB of weights; a prompt token takes %.2f GFLOP\n",
             w.tg_bytes / 1e9, 2.0 * w.token_params / 1e9);
 
     bench_result *res = calloc((size_t)o.n_threads * 2, sizeof *res);
-    runner r = {.n_vocab = gemma4_n_vocab(m), .bos = g4_vocab_bos(gemma4_model_vocab(m)), .err = err};
+    runner r = {.n_vocab = gemma4_n_vocab(m), .bos = g4_vocab_bos(g4_model_vocab(m)), .err = err};
     r.tokens = malloc(sizeof *r.tokens * (size_t)(o.n_prompt > 0 ? o.n_prompt : 1));
     r.logits = malloc(sizeof *r.logits * (size_t)r.n_vocab);
     int n_res = 0, status = 0;
@@ -184,6 +185,7 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int i = 0; i < o.n_threads && !status; i++) {
         gemma4_session_params sp = {.n_ctx = o.n_prompt + o.n_gen, .n_threads = o.threads[i]};
+        cli_session_env(&sp);
         r.s = gemma4_session_new(m, &sp, err);
         if (!r.s) {
             fprintf(stderr, "%s\n", err);

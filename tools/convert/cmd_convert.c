@@ -1,6 +1,6 @@
 /* gemma4 convert HF_DIR -o OUT.gguf [--type T] [--qat]: a Hugging Face
  * Gemma 4 checkpoint (config.json, safetensors, tokenizer files) to a GGUF
- * llama.cpp and gemma4 load. Names and shapes follow spec §3; tensors are
+ * llama.cpp and gemma4 load. Names and shapes follow docs/architecture.md §3; tensors are
  * streamed a row at a time, so memory stays at one row whatever the size. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/serve/http.h"
@@ -29,9 +29,20 @@
 #include "tools/serve/server.h"
 
 #define MAX_BODY (4u << 20)  /* request bytes */
-#define MAX_CONN 256         /* connections served at once; more get 503 */
+#define MAX_CONN 256         /* connections at once (see accept_one) */
 #define IDLE_SECONDS 60      /* a keep-alive connection with no request is closed */
+#define HEAD_SECONDS 10      /* a request line and headers, from their first byte (bodies: http.h) */
 #define POLL_MS 50           /* how often a waiting request checks its client */
+
+/* One connection. While it waits for a request or reads one, it holds
+ * nothing but its slot, so when every slot is taken the one that has
+ * waited longest is closed to make room: clients that trickle bytes to
+ * hold slots cannot keep a newcomer out. */
+typedef struct conn_slot {
+    int fd;       /* -1: free */
+    bool waiting; /* for a request, or reading one */
+    double since; /* when it began to wait */
+} conn_slot;
 
 typedef struct server {
     const char *model_name; /* file name, as /v1/models shows it */
@@ -39,13 +50,14 @@ typedef struct server {
     srv *s;
     oai_model om;
     const char *api_key;
+    bool special_in_content; /* control-token text in messages is parsed (llama.cpp's way) */
     atomic_bool ready;
     atomic_ullong n_ids;     /* response ids and seeds */
     int sig_pipe[2];         /* the signal handler writes here */
     pthread_mutex_t mu;
     pthread_cond_t idle;     /* n_conn fell to 0 */
-    int conn_fd[MAX_CONN];   /* -1: free */
-    int n_conn;
+    conn_slot conn[MAX_CONN];
+    int n_conn;              /* connection threads running */
 } server;
 
 static int sig_fd = -1;
@@ -116,7 +128,7 @@ static bool do_tokenize(server *sv, const http_req *q, int fd, bool ka) {
     int32_t *ids = NULL;
     int64_t n = 0;
     char err[G4_ERR_LEN];
-    const g4_vocab *v = gemma4_model_vocab(sv->m);
+    const g4_vocab *v = g4_model_vocab(sv->m);
     if (!e.status && (n = g4_tokenize(v, content->str, content->len, add && add->boolean, !parse || parse->boolean,
                                       &ids, err)) < 0)
         oai_error_set(&e, 400, "%s", err);
@@ -148,7 +160,7 @@ static bool do_detokenize(server *sv, const http_req *q, int fd, bool ka) {
     g4_json *doc = body_object(q, fd, &ka);
     if (!doc) return ka;
     const g4_json *tokens = g4_json_get_type(doc, "tokens", G4_JSON_ARRAY);
-    const g4_vocab *v = gemma4_model_vocab(sv->m);
+    const g4_vocab *v = g4_model_vocab(sv->m);
     oai_error e = {0};
     if (!tokens) oai_error_set(&e, 400, "'tokens' must be an array of token ids");
     jw text = {0};
@@ -275,8 +287,11 @@ static bool do_generate(server *sv, const http_req *q, int fd, bool ka, bool cha
     int64_t n_ids = r.n_ids;
     char err[G4_ERR_LEN];
     if (r.prompt) {
+        const g4_vocab *v = g4_model_vocab(sv->m);
         ids = NULL;
-        n_ids = g4_tokenize(gemma4_model_vocab(sv->m), r.prompt, strlen(r.prompt), true, true, &ids, err);
+        n_ids = chat && !sv->special_in_content
+                    ? g4_chat_tokenize(v, r.prompt, strlen(r.prompt), r.marks, r.n_marks, true, &ids, err)
+                    : g4_tokenize(v, r.prompt, strlen(r.prompt), true, true, &ids, err);
         if (n_ids < 0) oai_error_set(&e, 400, "%s", err);
     }
     srv_job *job = NULL;
@@ -335,21 +350,41 @@ static bool handle(server *sv, const http_req *q, int fd) {
 
 typedef struct conn_arg {
     server *sv;
-    int slot;
+    int slot, fd;
 } conn_arg;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Marks connection fd as waiting for a request or not; false when it has
+ * been closed meanwhile to make room (its slot is another's now). */
+static bool set_waiting(server *sv, const conn_arg *a, bool waiting) {
+    pthread_mutex_lock(&sv->mu);
+    conn_slot *s = &sv->conn[a->slot];
+    const bool mine = s->fd == a->fd;
+    if (mine) s->waiting = waiting, s->since = now_s();
+    pthread_mutex_unlock(&sv->mu);
+    return mine;
+}
 
 static void *connection(void *arg) {
     conn_arg a = *(conn_arg *)arg;
     free(arg);
     server *sv = a.sv;
-    http_conn c = {.fd = sv->conn_fd[a.slot]};
+    http_conn c = {.fd = a.fd, .idle_ms = IDLE_SECONDS * 1000, .head_ms = HEAD_SECONDS * 1000};
     struct timeval tv = {.tv_sec = IDLE_SECONDS};
-    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     for (;;) {
         http_req q;
         int status = 0;
         int rc = http_read(&c, &q, MAX_BODY, &status);
+        if (!set_waiting(sv, &a, false)) { /* closed to make room: nobody to answer */
+            if (rc == 1) http_req_free(&q);
+            break;
+        }
         if (rc == 0) break;
         if (rc < 0) {
             fail(c.fd, false, status, "%s", http_reason(status));
@@ -357,36 +392,47 @@ static void *connection(void *arg) {
         }
         bool ka = handle(sv, &q, c.fd);
         http_req_free(&q);
-        if (!ka) break;
+        if (!ka || !set_waiting(sv, &a, true)) break;
     }
     http_conn_free(&c);
     pthread_mutex_lock(&sv->mu);
-    close(sv->conn_fd[a.slot]);
-    sv->conn_fd[a.slot] = -1;
+    if (sv->conn[a.slot].fd == a.fd) sv->conn[a.slot].fd = -1; /* checked before close: fd numbers are reused */
+    close(a.fd);
     if (--sv->n_conn == 0) pthread_cond_broadcast(&sv->idle);
     pthread_mutex_unlock(&sv->mu);
     return NULL;
 }
 
+/* Takes a new connection into a free slot; with none free, into the slot of
+ * the connection that has waited longest for a request or while reading
+ * one (it is closed), and only when every connection is busy answering a
+ * request is the newcomer answered 503. */
 static void accept_one(server *sv, int lfd) {
     int fd = accept(lfd, NULL, NULL);
     if (fd < 0) return;
     pthread_mutex_lock(&sv->mu);
-    int slot = -1;
-    for (int i = 0; i < MAX_CONN && slot < 0; i++)
-        if (sv->conn_fd[i] < 0) slot = i;
+    int slot = -1, oldest = -1;
+    for (int i = 0; i < MAX_CONN && slot < 0; i++) {
+        const conn_slot *s = &sv->conn[i];
+        if (s->fd < 0) slot = i;
+        else if (s->waiting && (oldest < 0 || s->since < sv->conn[oldest].since)) oldest = i;
+    }
+    if (slot < 0 && oldest >= 0) {
+        shutdown(sv->conn[oldest].fd, SHUT_RDWR); /* its thread wakes, sees the slot gone and closes it */
+        slot = oldest;
+    }
     conn_arg *a = slot >= 0 ? malloc(sizeof *a) : NULL;
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (a) {
-        *a = (conn_arg){sv, slot};
-        sv->conn_fd[slot] = fd;
+        *a = (conn_arg){sv, slot, fd};
+        sv->conn[slot] = (conn_slot){fd, true, now_s()};
         sv->n_conn++;
         if (pthread_create(&t, &attr, connection, a)) {
             free(a), a = NULL;
-            sv->conn_fd[slot] = -1;
+            sv->conn[slot].fd = -1;
             sv->n_conn--;
         }
     }
@@ -454,17 +500,29 @@ static void usage(FILE *out) {
             "  -b N             tokens per forward step at most, shared evenly by the prompts\n"
             "                   being processed (default: 512)\n"
             "  --kv-max MB      cap on KV cache memory; requests wait until theirs fits (default: none)\n"
-            "  --api-key KEY    require \"Authorization: Bearer KEY\" (not for /health, /v1/models)\n"
+            "  --api-key KEY    require \"Authorization: Bearer KEY\" (not for /health, /v1/models);\n"
+            "                   KEY must not be empty\n"
+            "  --special-in-content\n"
+            "                   parse control-token text inside chat messages (\"<turn|>\", \"<|turn>\")\n"
+            "                   as control tokens, so a message can close its turn and open one of\n"
+            "                   another role. By default only the chat template's own markers are\n"
+            "                   control tokens and message content is text. llama.cpp always\n"
+            "                   parses them and has no such switch; this restores its behaviour\n"
             "  -h, --help       this help\n");
 }
 
 int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL;
     int32_t port = 8080, kv_max_mb = 0;
+    bool special_in_content = false;
     srv_params sp = {.n_parallel = 4, .n_batch = 512, .queue_max = 64};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
+        if (!strcmp(a, "--special-in-content")) {
+            special_in_content = true;
+            continue;
+        }
         if (i + 1 >= argc) return fprintf(stderr, "gemma4 serve: unknown option or missing value: %s\n", a), usage(stderr), 2;
         const char *v = argv[++i];
         int bad = 0;
@@ -482,6 +540,7 @@ int cmd_serve(int argc, char **argv) {
         if (bad) return 2;
     }
     if (!model) return fprintf(stderr, "gemma4 serve: -m FILE is required\n"), usage(stderr), 2;
+    if (api_key && !*api_key) return fprintf(stderr, "gemma4 serve: --api-key must not be empty\n"), 2;
     sp.kv_max_bytes = (uint64_t)kv_max_mb << 20;
 
     static server sv;
@@ -489,7 +548,8 @@ int cmd_serve(int argc, char **argv) {
     const char *slash = strrchr(model, '/');
     sv.model_name = slash ? slash + 1 : model;
     sv.api_key = api_key;
-    for (int i = 0; i < MAX_CONN; i++) sv.conn_fd[i] = -1;
+    sv.special_in_content = special_in_content;
+    for (int i = 0; i < MAX_CONN; i++) sv.conn[i].fd = -1;
     pthread_mutex_init(&sv.mu, NULL);
     pthread_cond_init(&sv.idle, NULL);
     char err[G4_ERR_LEN];
@@ -512,7 +572,7 @@ int cmd_serve(int argc, char **argv) {
         close(lfd);
         return 1;
     }
-    if ((sv.m = gemma4_load(model, err)) && (sv.s = srv_new(sv.m, &sp, err))) {
+    if ((sv.m = cli_load(model, err)) && (sv.s = srv_new(sv.m, &sp, err))) {
         sv.om = (oai_model){.sampling = gemma4_sampling_defaults(sv.m), .n_vocab = gemma4_n_vocab(sv.m),
                             .empty_thought_channel = gemma4_empty_thought_channel(sv.m)};
         atomic_store(&sv.ready, true);
@@ -531,7 +591,7 @@ int cmd_serve(int argc, char **argv) {
     if (sv.s) srv_stop(sv.s);
     pthread_mutex_lock(&sv.mu);
     for (int i = 0; i < MAX_CONN; i++)
-        if (sv.conn_fd[i] >= 0) shutdown(sv.conn_fd[i], SHUT_RD);
+        if (sv.conn[i].fd >= 0) shutdown(sv.conn[i].fd, SHUT_RD);
     while (sv.n_conn > 0) pthread_cond_wait(&sv.idle, &sv.mu);
     pthread_mutex_unlock(&sv.mu);
     srv_free(sv.s);

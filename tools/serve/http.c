@@ -1,12 +1,14 @@
 #include "tools/serve/http.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *http_reason(int status) {
@@ -37,9 +39,18 @@ static int send_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
-/* Receives more bytes into c->buf. 1, 0 (closed), -1 (error or timeout:
- * the socket has a receive timeout). */
-static int fill(http_conn *c) {
+static int64_t now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The deadline ms from now, or -1 (none) when ms is 0. */
+static int64_t deadline_in(int64_t ms) { return ms ? now_ms() + ms : -1; }
+
+/* Receives more bytes into c->buf before deadline (-1: none). 1, 0
+ * (closed), -1 (error, or the deadline passed). */
+static int fill(http_conn *c, int64_t deadline) {
     if (c->len + 4096 > c->cap) {
         size_t cap = c->cap ? 2 * c->cap : 8192;
         char *g = realloc(c->buf, cap);
@@ -47,12 +58,30 @@ static int fill(http_conn *c) {
         c->buf = g, c->cap = cap;
     }
     for (;;) {
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ms();
+            struct pollfd p = {.fd = c->fd, .events = POLLIN};
+            int k = left > 0 ? poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left) : 0;
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) return -1;
+        }
         ssize_t k = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return k == 0 ? 0 : -1;
         c->len += (size_t)k;
         return 1;
     }
+}
+
+/* Length of the head at the start of buf[0..len), through the empty line
+ * that ends it (lines ending in CRLF or LF), or 0 while it is incomplete. */
+static size_t head_end(const char *buf, size_t len) {
+    for (const char *p = buf; (p = memchr(p, '\n', len - (size_t)(p - buf))); p++) {
+        const size_t i = (size_t)(p - buf) + 1;
+        if (i < len && buf[i] == '\n') return i + 1;
+        if (i + 1 < len && buf[i] == '\r' && buf[i + 1] == '\n') return i + 2;
+    }
+    return 0;
 }
 
 static void consume(http_conn *c, size_t n) {
@@ -87,7 +116,8 @@ static int parse_head(char *head, http_req *r, long long *content_length, bool *
             char *end;
             errno = 0;
             long long n = strtoll(v, &end, 10);
-            if (errno || end == v || *end || n < 0 || (*content_length >= 0 && n != *content_length)) return -1;
+            /* digits only: strtoll would also take a sign or spaces */
+            if (*v < '0' || *v > '9' || errno || *end || (*content_length >= 0 && n != *content_length)) return -1;
             *content_length = n;
         } else if ((v = header_value(line, "Transfer-Encoding"))) {
             return *status = 501, -1; /* chunked request bodies: clients send Content-Length */
@@ -108,24 +138,23 @@ static int parse_head(char *head, http_req *r, long long *content_length, bool *
 
 int http_read(http_conn *c, http_req *r, size_t max_body, int *status) {
     memset(r, 0, sizeof *r);
-    char *end = NULL;
-    for (;;) {
-        if (c->len) {
-            c->buf[c->len] = 0;
-            end = strstr(c->buf, "\r\n\r\n");
-            if (end || memchr(c->buf, 0, c->len)) break;
-        }
+    /* a pipelined request has begun already; else the head's time starts
+     * with its first byte */
+    int64_t deadline = deadline_in(c->len ? c->head_ms : c->idle_ms);
+    size_t head_len = 0;
+    while (!(c->len && ((head_len = head_end(c->buf, c->len)) || memchr(c->buf, 0, c->len)))) {
         if (c->len > HTTP_MAX_HEAD) return *status = 431, -1;
-        int k = fill(c);
+        const bool first = c->len == 0;
+        int k = fill(c, deadline);
         if (k <= 0) {
             if (c->len == 0) return 0; /* idle connection closed or timed out */
             return *status = 408, -1;
         }
+        if (first) deadline = deadline_in(c->head_ms);
     }
-    if (!end) return *status = 400, -1; /* a NUL byte in the head */
-    size_t head_len = (size_t)(end - c->buf) + 4;
+    if (!head_len || memchr(c->buf, 0, head_len)) return *status = 400, -1; /* a NUL byte in the head */
     if (head_len > HTTP_MAX_HEAD) return *status = 431, -1;
-    *end = 0;
+    c->buf[head_len - 1] = 0;
     long long content_length;
     bool expect_continue = false;
     if (parse_head(c->buf, r, &content_length, &expect_continue, status)) return -1;
@@ -138,13 +167,14 @@ int http_read(http_conn *c, http_req *r, size_t max_body, int *status) {
         if (send_all(c->fd, cont, sizeof cont - 1)) return 0;
     }
     size_t n = (size_t)content_length;
+    deadline = deadline_in(c->head_ms ? c->head_ms + (int64_t)n * 1000 / HTTP_BODY_RATE : 0);
     while (c->len < n) {
         if (c->len + 4096 > c->cap) { /* room for the whole body at once */
             char *g = realloc(c->buf, n + 4096 + 1);
             if (!g) return *status = 413, -1;
             c->buf = g, c->cap = n + 4096 + 1;
         }
-        int k = fill(c);
+        int k = fill(c, deadline);
         if (k <= 0) return *status = 408, -1;
     }
     if (!(r->body = malloc(n + 1))) return *status = 413, -1;

@@ -2,19 +2,27 @@
  * bodies on keep-alive connections, responses with a known length or
  * streamed in chunks (Server-Sent Events). Everything a client sends is
  * bounded: the request head by HTTP_MAX_HEAD, the body by the cap the
- * caller gives. */
+ * caller gives, and both in time (a client that trickles bytes cannot hold
+ * a connection longer than its deadlines). Lines may end in CRLF or in a
+ * bare LF, as most servers accept. */
 #ifndef G4_HTTP_H
 #define G4_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-#define HTTP_MAX_HEAD 16384 /* request line and headers */
+#define HTTP_MAX_HEAD 16384  /* request line and headers */
+#define HTTP_BODY_RATE 65536 /* bytes a second a body is given time for, beyond head_ms */
 
 typedef struct http_conn {
     int fd;
     char *buf; /* bytes received and not yet consumed (a pipelined request) */
     size_t len, cap;
+    /* Deadlines in ms, 0 for none: the first byte of a request must come
+     * within idle_ms; from then the request line and headers within
+     * head_ms; from then a body of n bytes within head_ms + 1000 n /
+     * HTTP_BODY_RATE. */
+    int idle_ms, head_ms;
 } http_conn;
 
 typedef struct http_req {
@@ -28,8 +36,8 @@ typedef struct http_req {
 
 /* Reads the next request. 1: a request; 0: the peer closed (or idled out)
  * between requests; -1: a bad request, *status is the code to answer
- * with (400, 408, 413, 431, 501) before closing. max_body caps
- * Content-Length. Answers "Expect: 100-continue" itself. */
+ * with (400, 408: a deadline passed, 413, 431, 501) before closing.
+ * max_body caps Content-Length. Answers "Expect: 100-continue" itself. */
 int http_read(http_conn *c, http_req *r, size_t max_body, int *status);
 void http_req_free(http_req *r);
 void http_conn_free(http_conn *c);

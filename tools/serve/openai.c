@@ -240,6 +240,7 @@ static int get_message(conv *c, const g4_json *msg, g4_chat_msg *out, size_t im,
     if (msg->type != G4_JSON_OBJECT) return oai_error_set(e, 400, "messages[%zu] must be an object", im), -1;
     const g4_json *role = g4_json_get_type(msg, "role", G4_JSON_STRING);
     if (!role) return oai_error_set(e, 400, "messages[%zu].role must be a string", im), -1;
+    if (strlen(role->str) != role->len) return oai_error_set(e, 400, "messages[%zu].role contains a NUL byte", im), -1;
     static const char *const roles[] = {"system", "developer", "user", "assistant", "model", "tool"};
     size_t r = 0;
     while (r < sizeof roles / sizeof roles[0] && strcmp(role->str, roles[r])) r++;
@@ -332,13 +333,21 @@ static char *call_fn(const g4_chat_tool *t) {
  * prompt left open (no thinking before a forced call), then the call up to
  * the name, or through "{" when the name is given. */
 static int force_call(const conv *c, const char *only, oai_request *r, oai_error *e) {
+    static const char close[] = "<channel|>", call[] = "<|tool_call>";
+    const size_t n = strlen(r->prompt), n_close = r->starts_in_thought ? sizeof close - 1 : 0;
     jw w = {0};
-    jw_cstr(&w, r->starts_in_thought ? "<channel|><|tool_call>call:" : "<|tool_call>call:");
+    jw_cstr(&w, r->starts_in_thought ? close : "");
+    jw_cstr(&w, call);
+    jw_cstr(&w, "call:");
     if (only) jw_cstr(&w, only), jw_cstr(&w, "{");
-    char *prompt = w.oom ? NULL : malloc(strlen(r->prompt) + w.len + 1);
+    char *prompt = w.oom ? NULL : malloc(n + w.len + 1);
     r->forced = w.s;
     r->call_fns = calloc(c->n_tools, sizeof *r->call_fns);
-    if (!prompt || !r->call_fns) return free(prompt), OOM(e);
+    g4_chat_span *marks = realloc(r->marks, (r->n_marks + 2) * sizeof *marks);
+    if (marks) r->marks = marks;
+    if (!prompt || !r->call_fns || !marks) return free(prompt), OOM(e);
+    if (n_close) r->marks[r->n_marks++] = (g4_chat_span){n, n_close}; /* markers of the template, as the rest */
+    r->marks[r->n_marks++] = (g4_chat_span){n + n_close, sizeof call - 1};
     strcpy(stpcpy(prompt, r->prompt), w.s);
     free(r->prompt);
     r->prompt = prompt;
@@ -368,7 +377,7 @@ int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai
     opts.tools = c.tools;
     opts.n_tools = c.n_tools;
     char err[G4_ERR_LEN];
-    if (!(r->prompt = g4_chat_format(c.msgs, c.n_msgs, &opts, err))) {
+    if (!(r->prompt = g4_chat_format_marked(c.msgs, c.n_msgs, &opts, &r->marks, &r->n_marks, err))) {
         oai_error_set(e, 400, "%s", err);
         goto done;
     }
@@ -471,6 +480,7 @@ void oai_request_free(oai_request *r) {
     free(r->call_fns);
     free(r->forced);
     free(r->prompt);
+    free(r->marks);
     free(r->ids);
     memset(r, 0, sizeof *r);
 }

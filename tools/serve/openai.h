@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "gguf/json.h"
 #include "tokenizer/chat.h"
 #include "tools/json_write.h"
@@ -31,6 +31,8 @@ typedef struct oai_request {
     int n_stop;
     bool ignore_eos;            /* extension (llama-server): never stop at end of generation */
     char *prompt;               /* chat: the rendered conversation; completion: the text (NULL with ids) */
+    g4_chat_span *marks;        /* chat: where the template's own markers lie in prompt (g4_chat_tokenize) */
+    size_t n_marks;
     int32_t *ids;               /* completion given as token ids */
     int32_t n_ids;
     bool starts_in_thought;     /* chat: the prompt ends inside an open thought channel */
@@ -56,9 +58,9 @@ int oai_parse_request(const char *body, size_t len, bool chat, const oai_model *
 void oai_request_free(oai_request *r);
 
 /* The conversation of a chat body (messages, tools, tool_choice,
- * chat_template_kwargs) rendered into r->prompt (no <bos>), with
- * r->starts_in_thought and the forced tool call: for chat completions and
- * /apply-template. 0, or -1 with e filled; free r with oai_request_free. */
+ * chat_template_kwargs) rendered into r->prompt (no <bos>) and r->marks,
+ * with r->starts_in_thought and the forced tool call: for chat completions
+ * and /apply-template. 0, or -1 with e filled; free r with oai_request_free. */
 int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai_error *e);
 
 void oai_error_set(oai_error *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

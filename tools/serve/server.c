@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "tools/cli.h" /* cli_session_env: GEMMA4_DUMP */
+
 struct srv_job {
     srv *s;
     int refs; /* the caller's and the scheduler's */
@@ -67,7 +69,7 @@ struct srv {
     /* metrics */
     uint64_t n_prompt_total, n_gen_total, n_requests;
     double t_prompt_total, t_gen_total;
-    g4_kv_usage kv;
+    gemma4_kv_usage kv;
     int64_t kv_positions; /* tokens held by all sequences */
 };
 
@@ -432,8 +434,8 @@ static bool step(srv *s) {
 }
 
 static void update_usage(srv *s) {
-    g4_kv_usage u;
-    gemma4_kv_usage(s->sess, &u);
+    gemma4_kv_usage u;
+    gemma4_kv_usage_get(s->sess, &u);
     int64_t pos = 0;
     for (int32_t i = 0; i < s->p.n_parallel; i++) pos += gemma4_seq_pos(s->sess, i);
     pthread_mutex_lock(&s->mu);
@@ -493,15 +495,16 @@ srv *srv_new(const gemma4_model *m, const srv_params *p, char *err) {
     srv *s = calloc(1, sizeof *s);
     if (!s) return snprintf(err, G4_ERR_LEN, "server: out of memory"), NULL;
     s->m = m;
-    s->v = gemma4_model_vocab(m);
+    s->v = g4_model_vocab(m);
     s->p = *p;
     s->n_vocab = gemma4_n_vocab(m);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     if (s->p.n_batch < s->p.n_parallel) s->p.n_batch = s->p.n_parallel;
     s->sp = (gemma4_session_params){.n_ctx = p->n_ctx, .n_threads = p->n_threads, .n_seq = p->n_parallel,
-                                    .n_ubatch = s->p.n_batch, .type_k = G4_TYPE_F16, .type_v = G4_TYPE_F16,
+                                    .n_ubatch = s->p.n_batch, .type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16,
                                     .kv_max_bytes = p->kv_max_bytes};
+    cli_session_env(&s->sp);
     if (!(s->sess = gemma4_session_new(m, &s->sp, err))) return srv_free(s), NULL;
     s->p.n_ctx = s->sp.n_ctx = gemma4_session_n_ctx(s->sess);
     const size_t nb = (size_t)s->p.n_batch, np = (size_t)p->n_parallel;

@@ -22,7 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gemma4.h"
+#include "gemma4_internal.h"
 #include "tools/json_write.h"
 #include "tools/serve/openai.h"
 

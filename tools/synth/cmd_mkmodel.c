@@ -41,10 +41,11 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The gemma4.* and general.* keys llama.cpp reads (spec §2.1); per-layer
+/* The gemma4.* and general.* keys llama.cpp reads (docs/architecture.md §3.1); per-layer
  * values are written as arrays only when they differ between layers, as the
  * converter does. */
-static int set_model_keys(g4_gguf_writer *w, const g4_shape *s, int ti, uint64_t seed, char *err) {
+static int set_model_keys(g4_gguf_writer *w, const g4_shape *s, int ti, uint64_t seed, const char *given_name,
+                          char *err) {
     const int L = s->n_layer;
     int32_t ff[G4_SHAPE_MAX_LAYERS], kv[G4_SHAPE_MAX_LAYERS];
     bool swa[G4_SHAPE_MAX_LAYERS], ff_same = true, kv_same = true;
@@ -60,7 +61,7 @@ static int set_model_keys(g4_gguf_writer *w, const g4_shape *s, int ti, uint64_t
 #define K(k) (snprintf(key, sizeof key, "gemma4.%s", k), key)
     int rc = g4_gguf_writer_set_str(w, "general.architecture", "gemma4", err) ||
              g4_gguf_writer_set_str(w, "general.type", "model", err) ||
-             g4_gguf_writer_set_str(w, "general.name", name, err) ||
+             g4_gguf_writer_set_str(w, "general.name", given_name ? given_name : name, err) ||
              g4_gguf_writer_set_u32(w, "general.file_type", file_types[ti].file_type, err) ||
              g4_gguf_writer_set_u32(w, "general.quantization_version", 2, err) ||
              g4_gguf_writer_set_u32(w, K("block_count"), (uint32_t)L, err) ||
@@ -141,23 +142,39 @@ static int write_tensors(g4_gguf_writer *w, const g4_shape *s, const g4_tensor_s
 
 int g4_mkmodel_write(const g4_shape *s, enum g4_type type, uint64_t seed, const char *path, bool progress,
                      char *err) {
+    return g4_mkmodel_write_meta(s, type, seed, NULL, path, progress, err);
+}
+
+int g4_mkmodel_write_meta(const g4_shape *s, enum g4_type type, uint64_t seed, const g4_mkmodel_meta *meta,
+                          const char *path, bool progress, char *err) {
+    const g4_mkmodel_meta none = {0};
+    if (!meta) meta = &none;
     int ti = file_type_index(type);
     if (ti < 0) {
         snprintf(err, G4_ERR_LEN, "mkmodel: weight type %s is not one of f32 f16 q8_0 q4_0 q4_k", g4_type_name(type));
         return -1;
     }
+    if (meta->vocab) {
+        int32_t n_vocab = g4_vocab_file_n_tokens(meta->vocab, err);
+        if (n_vocab < 0) return -1;
+        if (n_vocab != s->vocab_size)
+            return g4_error(err, g4_gguf_path(meta->vocab), "%d tokens, the shape has vocab_size %d", n_vocab,
+                            s->vocab_size);
+    }
     int n = 0;
     g4_tensor_spec *ts = g4_shape_tensors(s, &n);
-    g4_synth_vocab v;
+    g4_synth_vocab v = {0};
     g4_gguf_writer *w = NULL;
     int rc = -1;
     if (!ts) {
         snprintf(err, G4_ERR_LEN, "mkmodel: out of memory");
         return -1;
     }
-    if (g4_synth_vocab_build(&v, s->vocab_size, err)) goto out_ts;
+    if (!meta->vocab && g4_synth_vocab_build(&v, s->vocab_size, err)) goto out;
     w = g4_gguf_writer_new(path, 0, err);
-    if (!w || set_model_keys(w, s, ti, seed, err) || g4_synth_vocab_write(&v, w, err)) goto out;
+    if (!w || set_model_keys(w, s, ti, seed, meta->name, err) ||
+        (meta->vocab ? g4_vocab_file_copy(meta->vocab, w, err) : g4_synth_vocab_write(&v, w, err)))
+        goto out;
     for (int i = 0; i < n; i++)
         if (g4_gguf_writer_add_tensor(w, ts[i].name, g4_shape_tensor_type(&ts[i], type), ts[i].n_dims, ts[i].ne, err))
             goto out;
@@ -168,14 +185,14 @@ int g4_mkmodel_write(const g4_shape *s, enum g4_type type, uint64_t seed, const 
 out:
     g4_gguf_writer_free(w);
     g4_synth_vocab_free(&v);
-out_ts:
     free(ts);
     return rc;
 }
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: gemma4 mkmodel [--preset NAME] [--type T] [--seed N] [--set KEY=VALUE ...] -o OUT.gguf [--progress]\n"
+            "usage: gemma4 mkmodel [--preset NAME] [--type T] [--seed N] [--set KEY=VALUE ...] [--name NAME]\n"
+            "                      [--vocab FILE.gguf] -o OUT.gguf [--progress]\n"
             "  Writes a Gemma 4 GGUF with deterministic random weights and a synthetic byte-fallback\n"
             "  vocabulary (same arguments -> same bytes). It loads in llama.cpp too.\n"
             "  --preset  %s\n"
@@ -186,12 +203,17 @@ static void usage(FILE *out) {
             "  --seed    weight seed (default: 1; the tiny presets use their fixture's seed)\n"
             "  --set     override a shape field, e.g. n_layer=3, vocab_size=1024, layer_types=SSF,\n"
             "            fast_weights=false (quantized random floats instead of random blocks)\n"
+            "  --name    general.name (default gemma4-synthetic-PRESET-TYPE-sSEED)\n"
+            "  --vocab   take the tokenizer (every tokenizer.* key, in its order) from this GGUF;\n"
+            "            vocab_size becomes its token count\n"
             "  --progress  status on stderr (always on for files over 1 GiB)\n",
             g4_shape_preset_names());
 }
 
 int cmd_mkmodel(int argc, char **argv) {
-    const char *preset = "tiny-e2b", *type_name = NULL, *out = NULL, *seed_arg = NULL;
+    const char *preset = "tiny-e2b", *type_name = NULL, *out = NULL, *seed_arg = NULL, *vocab_path = NULL;
+    g4_mkmodel_meta meta = {0};
+    g4_gguf_file *vocab = NULL;
     bool progress = false;
     char err[G4_ERR_LEN];
     int n_sets = 0;
@@ -212,6 +234,10 @@ int cmd_mkmodel(int argc, char **argv) {
             type_name = argv[++i];
         } else if (has_value && !strcmp(a, "--seed")) {
             seed_arg = argv[++i];
+        } else if (has_value && !strcmp(a, "--name")) {
+            meta.name = argv[++i];
+        } else if (has_value && !strcmp(a, "--vocab")) {
+            vocab_path = argv[++i];
         } else if (has_value && !strcmp(a, "--set")) {
             sets[n_sets++] = argv[++i];
         } else if (has_value && (!strcmp(a, "-o") || !strcmp(a, "--output"))) {
@@ -230,6 +256,11 @@ int cmd_mkmodel(int argc, char **argv) {
         goto fail;
     }
     if (g4_shape_preset(preset, &s, err)) goto fail;
+    if (vocab_path) {
+        if (!(vocab = g4_gguf_open(vocab_path, err))) goto fail;
+        if ((s.vocab_size = g4_vocab_file_n_tokens(vocab, err)) < 0) goto fail;
+        meta.vocab = vocab;
+    }
     for (int i = 0; i < n_sets; i++)
         if (g4_shape_set(&s, sets[i], err)) goto fail;
     if (g4_shape_finalize(&s, err)) goto fail;
@@ -251,7 +282,7 @@ int cmd_mkmodel(int argc, char **argv) {
         goto fail;
     }
     double t0 = now();
-    if (g4_mkmodel_write(&s, file_types[ti].type, seed, out, progress, err)) goto fail;
+    if (g4_mkmodel_write_meta(&s, file_types[ti].type, seed, &meta, out, progress, err)) goto fail;
     printf("wrote %s: preset %s, %s, seed %" PRIu64 ", %d layers, vocab %d, %.1f s\n", out, s.name, type_name,
            seed, s.n_layer, s.vocab_size, now() - t0);
     rc = 0;
@@ -259,6 +290,7 @@ int cmd_mkmodel(int argc, char **argv) {
 fail:
     fprintf(stderr, "%s\n", err);
 done:
+    g4_gguf_close(vocab);
     free(sets);
     return rc;
 }

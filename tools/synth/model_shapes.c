@@ -1,5 +1,5 @@
 /* Gemma 4 shapes: presets, overrides, validation and the tensor list.
- * Real sizes follow shared/spec/gemma4-architecture.md §1 and §3; the tiny
+ * Real sizes follow docs/architecture.md §2 and §3; the tiny
  * presets are the configs of the fixture models (fixtures/manifest.json). */
 #include "tools/synth/model_shapes.h"
 
@@ -12,7 +12,7 @@
 
 #include "gguf/gguf.h" /* G4_ERR_LEN */
 
-/* What every released size shares (spec §1). */
+/* What every released size shares (docs/architecture.md §2.1). */
 #define REAL_COMMON                                                                     \
     .vocab_size = 262144, .head_dim_swa = 256, .head_dim_full = 512,                    \
     .rope_base_full = 1e6f, .rope_base_swa = 1e4f, .partial_rotary_full = 0.25f,        \

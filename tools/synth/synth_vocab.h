@@ -3,7 +3,7 @@
  *
  * From 262144 tokens up (the real size) every control / user-defined token,
  * the newline, "▁" and tab runs, the <unusedN> slots and the 256 byte tokens
- * sit at their real ids (spec §5.1). Smaller vocabularies use the compact
+ * sit at their real ids (docs/architecture.md §6.2). Smaller vocabularies use the compact
  * layout of the fixture generator: the 27 special tokens at ids 0..26, "\n",
  * "\n\n", "\n\n\n\n", "\t", "\t\t", then the byte tokens (ids 32..287).
  * The remaining ids get, while they last: printable ASCII and "▁", common
@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
 
 #define G4_SYNTH_VOCAB_MIN 288        /* compact specials + whitespace + bytes */
@@ -41,5 +42,12 @@ void g4_synth_vocab_free(g4_synth_vocab *v);
 /* Adds the tokenizer.ggml.* keys (model "gemma4", tokens, scores,
  * token_type, merges, special ids, add_bos_token true, add_space_prefix false). */
 int g4_synth_vocab_write(const g4_synth_vocab *v, g4_gguf_writer *w, char *err);
+
+/* An existing vocabulary instead (mkmodel --vocab): the length of src's
+ * tokenizer.ggml.tokens string array, or -1 with err set when it has none. */
+int32_t g4_vocab_file_n_tokens(const g4_gguf_file *src, char *err);
+/* Copies every tokenizer.* key of src to w, in src's order and with src's
+ * types, so a model can carry a given tokenizer byte for byte. 0 or -1. */
+int g4_vocab_file_copy(const g4_gguf_file *src, g4_gguf_writer *w, char *err);
 
 #endif

@@ -1,5 +1,5 @@
 /* The type table: which ggml type ids exist, which we can run, block sizes. */
-#include "kernels/formats.h"
+#include "gguf/types.h"
 
 static const char *const all_names[G4_TYPE_COUNT] = {
     [0] = "f32", [1] = "f16", [2] = "q4_0", [3] = "q4_1", [6] = "q5_0", [7] = "q5_1",
