@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define HTTP_MAX_HEAD 16384  /* request line and headers */
 #define HTTP_BODY_RATE 65536 /* bytes a second a body is given time for, beyond head_ms */
