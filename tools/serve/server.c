@@ -319,20 +319,31 @@ static bool call_takes(srv *s, srv_job *j, int32_t id) {
 
 #define GUARD_TRIES 16 /* samples refused before the whole vocabulary is checked */
 
-/* The job's next token from logits lg (modified), or -1 when a forced
- * call cannot go on. While a call is forced, a token that would break it
+/* A NaN or infinite logit comes from a broken model (a weight gone wrong):
+ * that request fails with a 500 and the server goes on with the others. */
+#define NON_FINITE_LOGITS (-2)
+
+static bool logits_finite(const float *lg, int32_t n) {
+    for (int32_t id = 0; id < n; id++)
+        if (isnan(lg[id]) || lg[id] == INFINITY) return false;
+    return true;
+}
+
+/* The job's next token from logits lg (modified), -1 when a forced call
+ * cannot go on, or NON_FINITE_LOGITS. While a call is forced, a token that would break it
  * (or end the turn) is taken out and the sampler asked again; after
  * GUARD_TRIES refusals every token is checked once and only those that fit
  * are left to sample from. */
 static int32_t choose_token(srv *s, srv_job *j, float *lg) {
     const bool guarded = j->guard.text.len && !j->call_done;
+    if (!logits_finite(lg, s->n_vocab)) return NON_FINITE_LOGITS;
     if (j->ignore_eos || guarded)
         for (int32_t id = 0; id < s->n_vocab; id++)
             if (g4_vocab_is_eog(s->v, id)) lg[id] = -INFINITY;
-    if (!guarded) return gemma4_sample(j->smp, lg);
+    if (!guarded) return gemma4_sample(j->smp, lg); /* -1 only when every token is ruled out */
     for (int t = 0; t < GUARD_TRIES; t++) {
         int32_t id = gemma4_sample(j->smp, lg);
-        if (lg[id] == -INFINITY) return -1; /* nothing left to refuse */
+        if (id < 0) return -1; /* nothing left to refuse */
         if (call_takes(s, j, id)) return id;
         lg[id] = -INFINITY;
     }
@@ -345,7 +356,7 @@ static int32_t choose_token(srv *s, srv_job *j, float *lg) {
     }
     if (!any) return -1;
     int32_t id = gemma4_sample(j->smp, lg);
-    return call_takes(s, j, id) ? id : -1;
+    return id >= 0 && call_takes(s, j, id) ? id : -1;
 }
 
 int32_t srv_share_batch(const int32_t *need, const bool *generating, int32_t n_slot, int32_t n_batch, int32_t first,
@@ -427,7 +438,12 @@ static bool step(srv *s) {
         }
         const char *finish = NULL;
         int32_t id = choose_token(s, sl->job, s->logits + (size_t)r * (size_t)s->n_vocab);
-        if (id < 0 || take_token(s, i, id, &finish)) finish_slot(s, i, id < 0 ? "stop" : finish);
+        if (id == NON_FINITE_LOGITS) {
+            oai_error_set(&sl->job->error, 500, "the model produced non-finite logits (NaN or infinity)");
+            finish_slot(s, i, NULL);
+        } else if (id < 0 || take_token(s, i, id, &finish)) {
+            finish_slot(s, i, id < 0 ? "stop" : finish);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return true;
