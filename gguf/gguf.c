@@ -115,7 +115,9 @@ static bool fail(reader *r, const char *fmt, ...) {
 static uint64_t bytes_left(const reader *r) { return r->size - r->pos; }
 
 static bool take(reader *r, uint64_t n, const char *what, const uint8_t **out) {
-    *out = r->buf + r->pos; /* set on failure too: keeps -Wmaybe-uninitialized quiet */
+    /* set on failure too (keeps -Wmaybe-uninitialized quiet); an empty file
+     * has no mapping, and NULL + 0 is undefined */
+    *out = r->buf ? r->buf + r->pos : NULL;
     if (n > bytes_left(r))
         return fail(r, "file truncated: %s needs %" PRIu64 " bytes at offset %" PRIu64 ", only %" PRIu64 " left",
                     what, n, r->pos, bytes_left(r));

@@ -670,7 +670,22 @@ static void test_fixture_vocab(void) {
     g4_gguf_close(f);
 }
 
+/* An empty file has nothing to map: refused as truncated, without pointer
+ * arithmetic on the missing mapping (UBSan flagged NULL + 0 here). */
+static void test_empty_file(void) {
+    char path[] = "/tmp/g4_test_empty_XXXXXX", err[G4_ERR_LEN] = "";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd < 0) return;
+    close(fd);
+    g4_gguf_file *f = g4_gguf_open(path, err);
+    CHECK(f == NULL && strstr(err, path) && strstr(err, "truncated"), "empty file: '%s'", err);
+    g4_gguf_close(f);
+    unlink(path);
+}
+
 int main(void) {
+    test_empty_file();
     test_valid_file(3);
     test_valid_file(2);
     test_header_damage();
