@@ -2,7 +2,6 @@
  * and their agreement. Any file either loads or is refused with one line
  * naming it; a model that loads must run two tokens through a session
  * without a fault (NaN logits are allowed: the sampler refuses them). */
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

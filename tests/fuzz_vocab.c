@@ -3,6 +3,7 @@
  * loads must tokenize and detokenize a fixed text without a fault, whatever
  * its scores, types, merges and special ids say. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tokenizer/tokenizer.h"
