@@ -51,6 +51,11 @@ int g4_gguf_writer_set_str(g4_gguf_writer *w, const char *key, const char *s, ch
 int g4_gguf_writer_set_arr(g4_gguf_writer *w, const char *key, enum g4_gguf_value_type elem, const void *data,
                         uint64_t n, char *err);
 
+/* Copies one metadata entry of a file being read, in its stored type (the
+ * reader widens scalars; they are narrowed back). A string holding a NUL
+ * byte cannot be passed on as a C string, so it is refused. */
+int g4_gguf_writer_copy_kv(g4_gguf_writer *w, const g4_gguf_kv *kv, char *err);
+
 /* Declares the next tensor: ne in ggml order (ne[0] contiguous), every ne > 0,
  * ne[0] a multiple of the type's block size. Names unique, 1..63 bytes. */
 int g4_gguf_writer_add_tensor(g4_gguf_writer *w, const char *name, enum g4_type type, uint32_t n_dims,

@@ -22,34 +22,6 @@ typedef struct edit {
     const char *str;         /* strings */
 } edit;
 
-static int copy_kv(g4_gguf_writer *w, const g4_gguf_kv *kv, char *err) {
-    if (kv->type == GGUF_TYPE_ARRAY) {
-        if (kv->arr_type != GGUF_TYPE_STRING) return g4_gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
-        const g4_gguf_str *s = kv->arr_data;
-        char **strs = calloc(kv->arr_n, sizeof *strs);
-        int rc = strs ? 0 : -1;
-        for (uint64_t i = 0; i < kv->arr_n && !rc; i++)
-            if (!(strs[i] = strndup(s[i].ptr, s[i].len))) rc = -1;
-        if (!rc) rc = g4_gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, (const char *const *)strs, kv->arr_n, err);
-        for (uint64_t i = 0; strs && i < kv->arr_n; i++) free(strs[i]);
-        free(strs);
-        return rc;
-    }
-    if (kv->type == GGUF_TYPE_STRING) {
-        char *s = strndup(kv->val.str.ptr, kv->val.str.len);
-        int rc = s ? g4_gguf_writer_set_str(w, kv->key, s, err) : -1;
-        free(s);
-        return rc;
-    }
-    switch (kv->type) {
-    case GGUF_TYPE_UINT32: return g4_gguf_writer_set_u32(w, kv->key, (uint32_t)kv->val.u64, err);
-    case GGUF_TYPE_INT32: return g4_gguf_writer_set_i32(w, kv->key, (int32_t)kv->val.i64, err);
-    case GGUF_TYPE_FLOAT32: return g4_gguf_writer_set_f32(w, kv->key, (float)kv->val.f64, err);
-    case GGUF_TYPE_BOOL: return g4_gguf_writer_set_bool(w, kv->key, kv->val.b, err);
-    default: snprintf(err, G4_ERR_LEN, "test: key %s of type %s not copied", kv->key, g4_gguf_type_name(kv->type)); return -1;
-    }
-}
-
 static int set_edited(g4_gguf_writer *w, const edit *e, char *err) {
     switch (e->type) {
     case GGUF_TYPE_UINT32: return g4_gguf_writer_set_u32(w, e->key, (uint32_t)e->value, err);
@@ -69,7 +41,7 @@ static int rewrite(const char *src, const char *dst, const edit *e) {
     for (int64_t i = 0; !rc && i < g4_gguf_n_kv(f); i++) { /* f is NULL when rc is set */
         const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
         if (!strcmp(kv->key, "general.alignment") || (e->drop_key && !strcmp(kv->key, e->drop_key))) continue;
-        rc = e->key && !strcmp(kv->key, e->key) ? set_edited(w, e, err) : copy_kv(w, kv, err);
+        rc = e->key && !strcmp(kv->key, e->key) ? set_edited(w, e, err) : g4_gguf_writer_copy_kv(w, kv, err);
     }
     for (int64_t i = 0; !rc && i < g4_gguf_n_tensors(f); i++) {
         const g4_gguf_tensor *t = g4_gguf_tensor_at(f, i);

@@ -10,49 +10,6 @@
 #include "tools/commands.h"
 #include "tools/convert/convert.h"
 
-/* Copies one metadata entry (general.alignment is the writer's business). */
-static int copy_kv(g4_gguf_writer *w, const g4_gguf_kv *kv, char *err) {
-    if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
-        const g4_gguf_str *s = kv->arr_data;
-        char **strs = calloc(kv->arr_n + 1, sizeof *strs);
-        int rc = strs ? 0 : -1;
-        for (uint64_t i = 0; i < kv->arr_n && !rc; i++)
-            if (!(strs[i] = strndup(s[i].ptr, s[i].len))) rc = -1;
-        if (rc) snprintf(err, G4_ERR_LEN, "out of memory copying '%s'", kv->key);
-        else rc = g4_gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, strs, kv->arr_n, err);
-        for (uint64_t i = 0; strs && i < kv->arr_n; i++) free(strs[i]);
-        free(strs);
-        return rc;
-    }
-    if (kv->type == GGUF_TYPE_ARRAY) return g4_gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
-    union {
-        uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
-        float f32; bool b; uint64_t u64; int64_t i64; double f64;
-    } v;
-    switch (kv->type) {
-    case GGUF_TYPE_UINT8: v.u8 = (uint8_t)kv->val.u64; break;
-    case GGUF_TYPE_INT8: v.i8 = (int8_t)kv->val.i64; break;
-    case GGUF_TYPE_UINT16: v.u16 = (uint16_t)kv->val.u64; break;
-    case GGUF_TYPE_INT16: v.i16 = (int16_t)kv->val.i64; break;
-    case GGUF_TYPE_UINT32: v.u32 = (uint32_t)kv->val.u64; break;
-    case GGUF_TYPE_INT32: v.i32 = (int32_t)kv->val.i64; break;
-    case GGUF_TYPE_FLOAT32: v.f32 = (float)kv->val.f64; break;
-    case GGUF_TYPE_BOOL: v.b = kv->val.b; break;
-    case GGUF_TYPE_UINT64: v.u64 = kv->val.u64; break;
-    case GGUF_TYPE_INT64: v.i64 = kv->val.i64; break;
-    case GGUF_TYPE_FLOAT64: v.f64 = kv->val.f64; break;
-    case GGUF_TYPE_STRING: {
-        char *s = strndup(kv->val.str.ptr, kv->val.str.len);
-        int rc = s ? g4_gguf_writer_set_str(w, kv->key, s, err) : -1;
-        if (!s) snprintf(err, G4_ERR_LEN, "out of memory copying '%s'", kv->key);
-        free(s);
-        return rc;
-    }
-    default: snprintf(err, G4_ERR_LEN, "metadata '%s' has an unknown type", kv->key); return -1;
-    }
-    return g4_gguf_writer_set(w, kv->key, kv->type, &v, err);
-}
-
 typedef struct g4_gguf_rows {
     const g4_gguf_tensor *t;
     size_t row_bytes;
@@ -75,7 +32,7 @@ int g4_quantize_gguf(const char *in, const char *out, enum g4_type type, bool qa
     for (int64_t i = 0; i < g4_gguf_n_kv(f) && !rc; i++) {
         const g4_gguf_kv *kv = g4_gguf_kv_at(f, i);
         if (!strcmp(kv->key, "general.file_type")) rc = g4_gguf_writer_set_u32(w, kv->key, convert_file_type(type), err);
-        else if (strcmp(kv->key, "general.alignment")) rc = copy_kv(w, kv, err);
+        else if (strcmp(kv->key, "general.alignment")) rc = g4_gguf_writer_copy_kv(w, kv, err); /* general.alignment is the writer's business */
     }
     if (!rc && !g4_gguf_find_kv(f, "general.file_type")) rc = g4_gguf_writer_set_u32(w, "general.file_type", convert_file_type(type), err);
     for (int64_t i = 0; i < g4_gguf_n_tensors(f) && !rc; i++) {

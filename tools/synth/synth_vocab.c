@@ -342,65 +342,12 @@ int32_t g4_vocab_file_n_tokens(const g4_gguf_file *src, char *err) {
     return (int32_t)n;
 }
 
-/* A mapped string as a C string; the writer takes NUL-terminated strings,
- * so one with a NUL inside could not be copied faithfully. */
-static char *c_string(const g4_gguf_file *src, const char *key, g4_gguf_str s, char *err) {
-    if (memchr(s.ptr, 0, s.len)) {
-        g4_error(err, g4_gguf_path(src), "key '%s' holds a string with a NUL byte", key);
-        return NULL;
-    }
-    char *c = strndup(s.ptr, s.len);
-    if (!c) g4_error(err, g4_gguf_path(src), "out of memory");
-    return c;
-}
-
-static int copy_array(const g4_gguf_file *src, const g4_gguf_kv *kv, g4_gguf_writer *w, char *err) {
-    if (kv->arr_type != GGUF_TYPE_STRING) return g4_gguf_writer_set_arr(w, kv->key, kv->arr_type, kv->arr_data, kv->arr_n, err);
-    const g4_gguf_str *s = kv->arr_data;
-    char **strs = calloc(kv->arr_n ? kv->arr_n : 1, sizeof *strs);
-    int rc = strs ? 0 : g4_error(err, g4_gguf_path(src), "out of memory");
-    for (uint64_t i = 0; i < kv->arr_n && !rc; i++)
-        if (!(strs[i] = c_string(src, kv->key, s[i], err))) rc = -1;
-    if (!rc) rc = g4_gguf_writer_set_arr(w, kv->key, GGUF_TYPE_STRING, (const char *const *)strs, kv->arr_n, err);
-    for (uint64_t i = 0; strs && i < kv->arr_n; i++) free(strs[i]);
-    free(strs);
-    return rc;
-}
-
-/* The reader widens scalars; narrow them back to the stored type. */
-static int copy_scalar(const g4_gguf_file *src, const g4_gguf_kv *kv, g4_gguf_writer *w, char *err) {
-    union {
-        uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
-        uint64_t u64; int64_t i64; float f32; double f64; bool b;
-    } v;
-    switch (kv->type) {
-    case GGUF_TYPE_UINT8: v.u8 = (uint8_t)kv->val.u64; break;
-    case GGUF_TYPE_INT8: v.i8 = (int8_t)kv->val.i64; break;
-    case GGUF_TYPE_UINT16: v.u16 = (uint16_t)kv->val.u64; break;
-    case GGUF_TYPE_INT16: v.i16 = (int16_t)kv->val.i64; break;
-    case GGUF_TYPE_UINT32: v.u32 = (uint32_t)kv->val.u64; break;
-    case GGUF_TYPE_INT32: v.i32 = (int32_t)kv->val.i64; break;
-    case GGUF_TYPE_UINT64: v.u64 = kv->val.u64; break;
-    case GGUF_TYPE_INT64: v.i64 = kv->val.i64; break;
-    case GGUF_TYPE_FLOAT32: v.f32 = (float)kv->val.f64; break;
-    case GGUF_TYPE_FLOAT64: v.f64 = kv->val.f64; break;
-    case GGUF_TYPE_BOOL: v.b = kv->val.b; break;
-    case GGUF_TYPE_STRING: {
-        char *c = c_string(src, kv->key, kv->val.str, err);
-        int rc = c ? g4_gguf_writer_set_str(w, kv->key, c, err) : -1;
-        free(c);
-        return rc;
-    }
-    default: return g4_error(err, g4_gguf_path(src), "key '%s' has type %d", kv->key, (int)kv->type);
-    }
-    return g4_gguf_writer_set(w, kv->key, kv->type, &v, err);
-}
-
 int g4_vocab_file_copy(const g4_gguf_file *src, g4_gguf_writer *w, char *err) {
     for (int64_t i = 0; i < g4_gguf_n_kv(src); i++) {
         const g4_gguf_kv *kv = g4_gguf_kv_at(src, i);
         if (strncmp(kv->key, "tokenizer.", 10)) continue;
-        if (kv->type == GGUF_TYPE_ARRAY ? copy_array(src, kv, w, err) : copy_scalar(src, kv, w, err)) return -1;
+        char why[G4_ERR_LEN];
+        if (g4_gguf_writer_copy_kv(w, kv, why)) return g4_error(err, g4_gguf_path(src), "%s", why);
     }
     return 0;
 }
