@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 
 ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
 
-LIB_SRC   := gemma4.c load.c session.c kvcache.c sampler.c error.c text.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
+LIB_SRC   := gemma4.c load.c session.c kvcache.c sampler.c speculative.c drafter.c drafter_load.c error.c text.c $(wildcard gguf/*.c tokenizer/*.c kernels/*.c)
 X86_SRC   := $(wildcard kernels/x86/*.c)
 ARM_SRC   := $(wildcard kernels/arm/*.c)
 ifeq ($(ARCH),x86_64)
@@ -22,8 +22,9 @@ LIB_SRC   += $(X86_SRC)
 else ifeq ($(ARCH),aarch64)
 LIB_SRC   += $(ARM_SRC)
 endif
-# tools/bench/bench_kernels.c is a program of its own (make bench-kernels).
-CLI_SRC   := $(filter-out tools/bench/bench_kernels.c,$(wildcard tools/*.c tools/*/*.c))
+# tools/bench/bench_kernels.c and bench_grammar.c are programs of their own
+# (make bench-kernels, make bench-grammar).
+CLI_SRC   := $(filter-out tools/bench/bench_kernels.c tools/bench/bench_grammar.c,$(wildcard tools/*.c tools/*/*.c))
 TEST_SRC  := $(wildcard tests/test_*.c)
 FUZZ_SRC  := $(wildcard tests/fuzz_*.c)
 HDRS      := $(wildcard *.h gguf/*.h tokenizer/*.h kernels/*.h kernels/*/*.h tools/*.h tools/*/*.h tests/*.h)
@@ -42,7 +43,7 @@ $(AVX512_OBJ): ISAFLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vn
 DOTPROD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/arm/dotprod*.c))
 $(DOTPROD_OBJ): ISAFLAGS := -march=armv8.2-a+dotprod
 
-.PHONY: all test test-bins werror asan static fuzz fuzz-run neon-test check bench bench-kernels install clean
+.PHONY: all test test-bins werror asan static fuzz fuzz-run neon-test check bench bench-kernels bench-grammar install clean
 all: gemma4
 
 gemma4: $(BUILD)/gemma4
@@ -74,6 +75,7 @@ $(BUILD)/examples/simple: examples/simple.c gemma4.h $(LIB)
 # libraries, the header and a pkg-config file.
 PREFIX  ?= /usr/local
 VERSION := 0.1.0
+$(BUILD)/tools/cli.o: ALL_CFLAGS += -DG4_VERSION='"$(VERSION)"'
 install: $(BUILD)/gemma4 $(LIB) $(BUILD)/libgemma4.so
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BUILD)/gemma4 $(DESTDIR)$(PREFIX)/bin/gemma4
@@ -144,7 +146,8 @@ static:
 # libFuzzer targets (clang), each linked against an instrumented library
 # and the server's request reader and parser (tools/, not in the library).
 FUZZ_BIN := $(FUZZ_SRC:tests/%.c=build/fuzz/%)
-FUZZ_TOOLS := $(patsubst %.c,build/fuzz/%.o,tools/json_write.c tools/serve/http.c tools/serve/openai.c)
+FUZZ_TOOLS := $(patsubst %.c,build/fuzz/%.o,tools/json_write.c tools/serve/http.c tools/serve/openai.c \
+  tools/synth/cmd_mkmodel.c tools/synth/model_shapes.c tools/synth/synth_vocab.c tools/synth/synth_weights.c)
 fuzz:
 	$(MAKE) BUILD=build/fuzz CC=clang \
 	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
@@ -181,6 +184,14 @@ $(BUILD)/tools/bench/bench_kernels: tools/bench/bench_kernels.c $(HDRS) $(LIB) $
 
 bench-kernels: $(BUILD)/tools/bench/bench_kernels
 	$(BUILD)/tools/bench/bench_kernels $(BENCH_KERNELS_ARGS)
+
+# The grammar matcher on the real vocabulary (unpacked by tests/fixtures.sh).
+$(BUILD)/tools/bench/bench_grammar: tools/bench/bench_grammar.c $(HDRS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+bench-grammar: $(BUILD)/tools/bench/bench_grammar
+	$(BUILD)/tools/bench/bench_grammar $(BENCH_GRAMMAR_ARGS)
 
 # Sequential on purpose: two benchmarks at once would halve each other.
 bench: gemma4 $(BUILD)/tools/bench/bench_kernels

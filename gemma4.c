@@ -385,6 +385,10 @@ void g4_forward(gemma4_session *s, const int32_t *tokens, int32_t n_tok, const i
     /* §4.9 output head on the rows asked for */
     for (int32_t i = 0; i < n_out; i++) g4_rms_norm(s->a + i * d, s->x + (int64_t)out_rows[i] * d, m->output_norm, d, m->rms_eps);
     dump("result_norm", -1, s->a, n_out, d);
+    if (s->hidden_out) { /* for an MTP drafter (gemma4_decode_hidden) */
+        memcpy(s->hidden_out, s->a, (size_t)n_out * (size_t)d * sizeof *s->a);
+        s->hidden_out += (size_t)n_out * (size_t)d;
+    }
     matmul(s, &m->output, s->a, n_out, out);
     if (m->softcap != 0.0f) {
         elementwise_job j = {out, NULL, NULL, (int64_t)n_out * m->n_vocab, m->softcap};

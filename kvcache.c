@@ -24,6 +24,10 @@ typedef struct sequence {
     int32_t ckpt[G4_KV_CHECKPOINTS]; /* lengths, oldest first */
     int32_t n_ckpt;
     int32_t swa_scan; /* sliding pages below this number are recycled or pinned */
+    /* sliding rows below this position count as missing even where their
+     * page is there: a context shift kept the page for the window's rows
+     * above it but had no rows to move below it */
+    int32_t swa_from;
 } sequence;
 
 struct g4_kv_cache {
@@ -360,6 +364,7 @@ static bool can_resume_at(const g4_kv_cache *kv, const sequence *s, int32_t x) {
     if (x == s->len || !kind_used(kv, G4_KV_SWA)) return true;
     const int32_t lo = x - kv->n_swa + 1 > 0 ? x - kv->n_swa + 1 : 0;
     const page_table *t = &s->t[G4_KV_SWA];
+    if (lo < s->swa_from) return false;
     for (int32_t pn = lo / kv->page_size; pn * kv->page_size < x; pn++)
         if (pn >= t->n || t->page[pn] < 0) return false;
     return true;
@@ -379,6 +384,7 @@ int32_t g4_kv_truncate(g4_kv_cache *kv, int32_t seq, int32_t n_keep) {
         if (s->ckpt[c] <= x) s->ckpt[kept++] = s->ckpt[c];
     s->n_ckpt = kept;
     s->len = x;
+    if (s->swa_from > x) s->swa_from = x; /* the rows from x on are written again */
     for (int k = 0; k < G4_KV_KINDS; k++) table_cut(kv, &s->t[k], (int32_t)pages_for(kv, x));
     s->swa_scan = 0; /* pages a dropped checkpoint pinned may be free now */
     recycle(kv, s);
@@ -400,6 +406,7 @@ int g4_kv_fork(g4_kv_cache *kv, int32_t src, int32_t dst, char *err) {
     memcpy(b->ckpt, a->ckpt, sizeof a->ckpt);
     b->n_ckpt = a->n_ckpt;
     b->swa_scan = a->swa_scan;
+    b->swa_from = a->swa_from;
     return 0;
 }
 
@@ -413,4 +420,152 @@ void g4_kv_checkpoint(g4_kv_cache *kv, int32_t seq) {
     }
     s->ckpt[s->n_ckpt++] = s->len;
     recycle(kv, s);
+}
+
+/* ---------------------------------------------------------------- context shift */
+
+/* Whether seq holds a trustworthy sliding row at pos. */
+static bool swa_has(const g4_kv_cache *kv, const sequence *s, int64_t pos) {
+    const page_table *t = &s->t[G4_KV_SWA];
+    const int64_t pn = pos / kv->page_size;
+    return pos >= s->swa_from && pn < t->n && t->page[pn] >= 0;
+}
+
+/* The position whose rows land at q when n_discard positions after n_keep go. */
+static int32_t shift_source(int32_t q, int32_t n_keep, int32_t n_discard) { return q < n_keep ? q : q + n_discard; }
+
+/* The error of a shift whose window would need missing sliding rows, with
+ * the largest discard that keeps the window clear of them: the sliding rows
+ * from e on are all there (recycling works from the bottom up), and after a
+ * discard of d the window starts at len - d - n_swa + 1, which must be at
+ * n_keep (no kept row needed) or at e. */
+static int shift_window_error(const g4_kv_cache *kv, const sequence *s, int32_t n_keep, int32_t n_discard, char *err) {
+    int32_t e = s->len;
+    while (e > 0 && swa_has(kv, s, e - 1)) e--;
+    const int64_t max_d = (int64_t)s->len - kv->n_swa + 1 - (n_keep < e ? n_keep : e);
+    if (max_d >= 1)
+        return g4_error(err, NULL, "context shift: discarding %d would bring the sliding window back to kept positions "
+                        "whose rows were recycled; discard at most %lld", n_discard, (long long)max_d);
+    return g4_error(err, NULL, "context shift: the sliding window after any shift would reach kept positions whose "
+                    "rows were recycled (keep fewer than %d)", n_keep);
+}
+
+/* One moved position of layer il: V as it is, K through f32 and rotate. */
+static void shift_row(g4_kv_cache *kv, int32_t seq, int32_t il, int32_t from, int32_t to, float *buf,
+                      g4_kv_rotate_fn rotate, void *user) {
+    g4_dequantize_row(kv->type_k, row(kv, seq, il, from, false), buf, kv->width[il]);
+    rotate(user, il, buf, from, to);
+    g4_quantize_row(kv->type_k, buf, row(kv, seq, il, to, false), kv->width[il]);
+    memcpy(row(kv, seq, il, to, true), row(kv, seq, il, from, true), kv->v_row[il]);
+}
+
+/* Destination pages [first, first + n_dst) of the new positions: full pages
+ * all stay; a sliding page stays when it holds a row of the new window or
+ * every one of its rows has a source (have[q - first * P]). */
+static bool shift_page_stays(const g4_kv_cache *kv, int kind, int32_t pn, int32_t first, int32_t new_len,
+                             const bool *have) {
+    if (kind == G4_KV_FULL) return true;
+    const int32_t P = kv->page_size;
+    if ((int64_t)(pn + 1) * P - 1 >= (int64_t)new_len - kv->n_swa + 1) return true;
+    for (int32_t q = pn * P; q < (pn + 1) * P && q < new_len; q++)
+        if (!have[q - first * P]) return false;
+    return true;
+}
+
+int32_t g4_kv_shift(g4_kv_cache *kv, int32_t seq, int32_t n_keep, int32_t n_discard, g4_kv_rotate_fn rotate,
+                    void *user, char *err) {
+    sequence *s = &kv->seq[seq];
+    const int32_t P = kv->page_size, new_len = s->len - n_discard, first = n_keep / P;
+    const bool sliding = kind_used(kv, G4_KV_SWA);
+    /* the pages holding moved rows; none when nothing moves */
+    const int32_t n_dst = new_len > n_keep ? (int32_t)pages_for(kv, new_len) - first : 0;
+
+    if (sliding) /* the window of the token after the shift must be there */
+        for (int32_t q = new_len - kv->n_swa + 1 > 0 ? new_len - kv->n_swa + 1 : 0; q < new_len; q++)
+            if (!swa_has(kv, s, shift_source(q, n_keep, n_discard)))
+                return shift_window_error(kv, s, n_keep, n_discard, err);
+
+    int32_t max_width = 1;
+    for (int32_t l = 0; l < kv->n_layer; l++)
+        if (kv->width[l] > max_width) max_width = kv->width[l];
+    /* per kind and destination page: stays, was taken fresh from the pool;
+     * per destination row: its sliding source is there (looked up before
+     * any page is taken, since a fresh page holds no rows yet) */
+    const size_t n_rows = (size_t)n_dst * (size_t)P;
+    bool *stays = malloc((2 * G4_KV_KINDS * (size_t)n_dst + n_rows + 1) * sizeof(bool));
+    bool *fresh = stays + G4_KV_KINDS * n_dst, *have = fresh + G4_KV_KINDS * n_dst;
+    float *buf = malloc((size_t)max_width * sizeof *buf);
+    if (!stays || !buf) {
+        free(stays);
+        free(buf);
+        return g4_error(err, NULL, "KV cache: out of memory");
+    }
+    for (size_t r = 0; r < n_rows; r++) {
+        const int32_t q = first * P + (int32_t)r;
+        have[r] = sliding && q < new_len && swa_has(kv, s, shift_source(q, n_keep, n_discard));
+    }
+    int32_t i = 0;
+    for (int k = 0; k < G4_KV_KINDS && i >= 0; k++) {
+        page_table *t = &s->t[k];
+        for (int32_t d = 0; d < n_dst && i >= 0; d++) {
+            const int32_t pn = first + d;
+            stays[k * n_dst + d] = kind_used(kv, k) && shift_page_stays(kv, k, pn, first, new_len, have);
+            fresh[k * n_dst + d] = false;
+            if (!stays[k * n_dst + d]) continue;
+            /* a shared page is copied before it is written: its other owners keep their rows */
+            i = t->page[pn] >= 0 ? page_own(kv, t->page[pn]) : page_new(kv, k);
+            if (i >= 0) fresh[k * n_dst + d] = t->page[pn] < 0, t->page[pn] = i;
+        }
+    }
+    if (i < 0) { /* the copies stay (they hold the same rows); fresh pages go back */
+        for (int k = 0; k < G4_KV_KINDS; k++)
+            for (int32_t d = 0; d < n_dst; d++)
+                if (fresh[k * n_dst + d]) page_unref(kv, s->t[k].page[first + d]), s->t[k].page[first + d] = -1;
+        free(stays);
+        free(buf);
+        if (i == PAGE_CAP)
+            return g4_error(err, NULL, "KV cache full: %llu bytes of pages, limit %llu",
+                            (unsigned long long)bytes_allocated(kv), (unsigned long long)kv->max_bytes);
+        return g4_error(err, NULL, "KV cache: out of memory");
+    }
+
+    /* upwards: the row written at q was the source of q - n_discard, already moved */
+    for (int32_t q = n_keep; q < new_len; q++) {
+        const int32_t d = q / P - first;
+        for (int32_t il = 0; il < kv->n_layer; il++) {
+            const int k = kv->kind[il];
+            if (kv->width[il] && stays[k * n_dst + d] && (k == G4_KV_FULL || have[q - first * P]))
+                shift_row(kv, seq, il, q + n_discard, q, buf, rotate, user);
+        }
+    }
+
+    /* sliding rows below swa_from stay untrusted at their new places; so do
+     * the rows a page kept for the window had no source for */
+    int32_t from = s->swa_from;
+    if (from > n_keep) from = from - n_discard > n_keep ? from - n_discard : n_keep;
+    for (int32_t d = 0; d < n_dst; d++)
+        if (stays[G4_KV_SWA * n_dst + d])
+            for (int32_t q = (first + d) * P; q < (first + d + 1) * P && q < new_len; q++)
+                if (!have[q - first * P] && q + 1 > from) from = q + 1;
+    for (int k = 0; k < G4_KV_KINDS; k++) {
+        page_table *t = &s->t[k];
+        for (int32_t d = 0; d < n_dst; d++)
+            if (kind_used(kv, k) && !stays[k * n_dst + d] && t->page[first + d] >= 0)
+                page_unref(kv, t->page[first + d]), t->page[first + d] = -1;
+        table_cut(kv, t, (int32_t)pages_for(kv, new_len));
+    }
+    memmove(s->tokens + n_keep, s->tokens + n_keep + n_discard, (size_t)(new_len - n_keep) * sizeof *s->tokens);
+    s->len = new_len;
+    s->swa_from = from;
+    /* a checkpoint still holds when its window lies in the pages the shift
+     * left alone (a page it pinned higher up may have been dropped) */
+    int32_t kept = 0;
+    for (int32_t c = 0; c < s->n_ckpt; c++)
+        if (s->ckpt[c] <= first * P) s->ckpt[kept++] = s->ckpt[c];
+    s->n_ckpt = kept;
+    s->swa_scan = 0;
+    recycle(kv, s);
+    free(stays);
+    free(buf);
+    return new_len;
 }

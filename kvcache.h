@@ -17,6 +17,10 @@
  * sliding pages were already recycled, truncate falls back to the latest
  * checkpoint below the request (a checkpoint pins the window pages at a
  * sequence length), else to 0; the caller re-processes the tokens from there.
+ *
+ * A context shift (g4_kv_shift) drops a range of positions and moves the
+ * later rows down in place, turning their keys to the new positions through
+ * a callback (the cache knows no RoPE); docs/architecture.md §11.
  */
 #ifndef G4_KVCACHE_H
 #define G4_KVCACHE_H
@@ -95,5 +99,25 @@ int32_t g4_kv_truncate(g4_kv_cache *kv, int32_t seq, int32_t n_keep);
 int g4_kv_fork(g4_kv_cache *kv, int32_t src, int32_t dst, char *err);
 /* Pins the window at the current length of seq, so truncate can return to it. */
 void g4_kv_checkpoint(g4_kv_cache *kv, int32_t seq);
+
+/* Rotates the K row (the layer's width values, f32) of layer il cached for
+ * position from so that it is the row for position to. */
+typedef void (*g4_kv_rotate_fn)(void *user, int32_t il, float *k, int32_t from, int32_t to);
+/* Context shift: keeps positions [0, n_keep), drops the n_discard after them
+ * and moves the rest down by n_discard. A moved V row is copied as it is; a
+ * moved K row is converted to f32, turned by rotate and converted back to
+ * type_k. Shared pages are copied before they are written (the other
+ * sequences keep their rows). Sliding layers: the rows the window of the
+ * next token needs are always moved; a page below them stays only if every
+ * one of its rows has a source, and rows a page kept for the window has no
+ * source for (kept positions whose page was recycled) count as missing from
+ * then on, so truncate never resumes on them. A checkpoint past the start of
+ * the page holding n_keep is dropped. The caller checks 0 <= n_keep,
+ * 0 < n_discard, n_keep + n_discard <= length. Returns the new length, or -1
+ * with err set and seq unchanged: out of memory or over the cap for the page
+ * copies, or the window after the shift would reach kept positions whose
+ * sliding rows are gone (err then names the largest n_discard that works). */
+int32_t g4_kv_shift(g4_kv_cache *kv, int32_t seq, int32_t n_keep, int32_t n_discard, g4_kv_rotate_fn rotate,
+                    void *user, char *err);
 
 #endif

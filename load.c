@@ -2,13 +2,17 @@
  * tensor bound by name with the shape the architecture implies, 1-D tensors
  * converted to f32, and the matrices the chosen kernels want interleaved
  * repacked. Also the read-only views of what was loaded (gemma4_model_info). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/repack.h"
 #include "model.h"
+#include "tokenizer/grammar.h"
 
 
 /* A u32 key; absent keys take def when not required. */
@@ -139,21 +143,39 @@ static int bind_mat(gemma4_model *m, const char *name, bool required, int64_t n_
     return 0;
 }
 
+/* With --mlock the file bytes are locked from the open (gguf.c); the
+ * whole pages of a matrix about to be interleaved are unlocked first, so
+ * that g4_repack can hand them back, and its interleaved copy is locked
+ * instead. The partial pages at its ends hold neighbouring tensors too and
+ * stay locked. */
+static void unlock_inner_pages(const void *p, size_t size) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1), end = ((uintptr_t)p + size) & ~(page - 1);
+    if (end > start) munlock((void *)start, end - start);
+}
+
 /* Interleaves one matrix, or a stack of n_stack matrices of stack_rows rows
  * each (experts), for kernel table k (kernels/repack.h). A stack is
  * interleaved whole only when every matrix in it, and w's own rows, are
  * whole groups, so that expert e still starts at e * stride. Rows wider
  * than the interleaved kernels take stay plain: they would be unpacked on
- * every product. */
-static int repack(gemma4_model *m, const g4_kernels *k, g4_weight *w, int64_t stack_rows, int64_t n_stack, char *err) {
+ * every product. lock: the model is mlock'ed (see unlock_inner_pages). */
+static int repack(gemma4_model *m, const g4_kernels *k, g4_weight *w, int64_t stack_rows, int64_t n_stack, bool lock,
+                  char *err) {
     g4_weight all = *w;
     all.n_out = stack_rows * n_stack;
     if (n_stack > 1 && (w->n_out % G4_REPACK_ROWS || stack_rows % G4_REPACK_ROWS)) return 0;
     if (!w->data || w->n_in > G4_X8_MAX_IN || !g4_repack_supported(k, &all)) return 0;
+    const size_t size = all.row_bytes * (size_t)all.n_out;
+    if (lock) unlock_inner_pages(all.data, size);
     if (!g4_repack(&all, true)) return g4_error(err, NULL, "%s: out of memory interleaving weights", m->path);
     w->data = all.data;
     w->interleaved = 1;
-    return own(m, (void *)(uintptr_t)all.data, err);
+    if (own(m, (void *)(uintptr_t)all.data, err)) return -1;
+    if (lock && mlock(all.data, size) != 0)
+        return g4_error(err, NULL, "%s: cannot lock %zu bytes of interleaved weights in memory (mlock: %s): the limit "
+                        "is RLIMIT_MEMLOCK (ulimit -l); raise it or load without locking", m->path, size, strerror(errno));
+    return 0;
 }
 
 /* Load-time interleaving of every matrix kernel table k has an interleaved
@@ -162,28 +184,28 @@ static int repack(gemma4_model *m, const g4_kernels *k, g4_weight *w, int64_t st
  * zero-copy mapping instead). per_layer_token_embd stays plain: it is only
  * gathered by token, never multiplied; token_embd is both (its rows are
  * unpacked for the lookup). */
-static int repack_weights(gemma4_model *m, const g4_kernels *k, char *err) {
+static int repack_weights(gemma4_model *m, const g4_kernels *k, bool lock, char *err) {
     const bool tied = m->output.data == m->token_embd.data;
-    int rc = repack(m, k, &m->token_embd, m->token_embd.n_out, 1, err);
+    int rc = repack(m, k, &m->token_embd, m->token_embd.n_out, 1, lock, err);
     if (tied) m->output = m->token_embd;
-    else rc = rc ? rc : repack(m, k, &m->output, m->output.n_out, 1, err);
-    rc = rc ? rc : repack(m, k, &m->per_layer_model_proj, m->per_layer_model_proj.n_out, 1, err);
+    else rc = rc ? rc : repack(m, k, &m->output, m->output.n_out, 1, lock, err);
+    rc = rc ? rc : repack(m, k, &m->per_layer_model_proj, m->per_layer_model_proj.n_out, 1, lock, err);
     for (int32_t l = 0; l < m->n_layer && !rc; l++) {
         layer *L = &m->layers[l];
         g4_weight *mats[] = {&L->attn_q, &L->attn_k, &L->attn_v, &L->attn_output, &L->ffn_gate, &L->ffn_up,
                              &L->ffn_down, &L->ffn_gate_inp, &L->inp_gate, &L->proj};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0] && !rc; i++) rc = repack(m, k, mats[i], mats[i]->n_out, 1, err);
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0] && !rc; i++) rc = repack(m, k, mats[i], mats[i]->n_out, 1, lock, err);
         if (!L->moe || rc) continue;
         const int64_t E = m->n_expert;
         /* fused gate_up: an expert's stride holds its gate rows and then its up rows */
         const bool fused = L->gate_exps_stride == 2 * (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
-        rc = repack(m, k, &L->down_exps, (int64_t)(L->down_exps_stride / L->down_exps.row_bytes), E, err);
-        rc = rc ? rc : repack(m, k, &L->gate_exps, (int64_t)(L->gate_exps_stride / L->gate_exps.row_bytes), E, err);
+        rc = repack(m, k, &L->down_exps, (int64_t)(L->down_exps_stride / L->down_exps.row_bytes), E, lock, err);
+        rc = rc ? rc : repack(m, k, &L->gate_exps, (int64_t)(L->gate_exps_stride / L->gate_exps.row_bytes), E, lock, err);
         if (fused && L->gate_exps.interleaved) {
             L->up_exps.data = (const char *)L->gate_exps.data + (size_t)L->gate_exps.n_out * L->gate_exps.row_bytes;
             L->up_exps.interleaved = 1;
         } else if (!fused) {
-            rc = rc ? rc : repack(m, k, &L->up_exps, (int64_t)(L->up_exps_stride / L->up_exps.row_bytes), E, err);
+            rc = rc ? rc : repack(m, k, &L->up_exps, (int64_t)(L->up_exps_stride / L->up_exps.row_bytes), E, lock, err);
         }
     }
     return rc;
@@ -380,7 +402,8 @@ gemma4_model *gemma4_load_ex(const char *path, const gemma4_load_params *p, char
     gemma4_model *m = calloc(1, sizeof *m);
     if (!m) return g4_error(err, NULL, "%s: out of memory", path), NULL;
     m->path = strdup(path);
-    m->gguf = g4_gguf_open(path, err);
+    const g4_gguf_open_params op = {.read = p && p->no_mmap, .lock = p && p->mlock};
+    m->gguf = g4_gguf_open_ex(path, &op, err);
     if (!m->path || !m->gguf) goto fail;
     m->vocab = g4_vocab_load(m->gguf, err);
     if (!m->vocab) goto fail;
@@ -389,7 +412,7 @@ gemma4_model *gemma4_load_ex(const char *path, const gemma4_load_params *p, char
     if (!tmp) goto fail;
     int rc = load_hparams(m, tmp, tmp + G4_MAX_LAYERS, tmp + 2 * G4_MAX_LAYERS, err);
     free(tmp);
-    if (rc || load_tensors(m, err) || (!(p && p->no_repack) && repack_weights(m, k, err))) goto fail;
+    if (rc || load_tensors(m, err) || (!(p && p->no_repack) && repack_weights(m, k, op.lock, err))) goto fail;
     if (named) g4_kernels_use(p->isa);
     return m;
 fail:
@@ -401,6 +424,7 @@ void gemma4_model_free(gemma4_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    g4_grammar_vocab_free(m->grammar_vocab);
     g4_vocab_free(m->vocab);
     g4_gguf_close(m->gguf);
     free(m->path);
@@ -415,6 +439,7 @@ int32_t gemma4_n_ctx_train(const gemma4_model *m) { return m->n_ctx_train; }
 const char *gemma4_variant(const gemma4_model *m) {
     switch (m->n_layer) { /* llama.cpp names the type by block count */
     case 35: return "E2B";
+    case 48: return "12B"; /* llama.cpp: "unknown" (it has no type for 48 blocks yet) */
     case 42: return "E4B";
     case 30: return "26B-A4B";
     case 60: return "31B";

@@ -56,6 +56,9 @@ struct gemma4_model {
     /* 1-D tensors are converted to f32 once; they are tiny */
     void **owned; /* heap blocks freed with the model: converted vectors, interleaved weights */
     size_t n_owned;
+    /* the vocabulary as grammars see it: built by the first sampler with a
+     * grammar (sampler.c, under its lock), NULL until then */
+    struct g4_grammar_vocab *grammar_vocab;
 };
 
 /* Tokens an MoE layer routes at a time: bounds its expert batch buffers
@@ -103,6 +106,10 @@ struct gemma4_session {
     g4_weight *moe_mats;    /* 3 * n_expert: the gate, up and down matrices of the experts used */
     g4_matmul_job *moe_jobs; /* 3 * n_expert: their gate/up jobs, then their down jobs */
     float *router_in, *router_probs; /* one token's router input [d] and expert probabilities [n_expert] */
+    /* Non-NULL during gemma4_decode_hidden (drafter.c): the forward pass
+     * also writes here the final-normed hidden state (d floats) of each row
+     * it writes logits for, and moves the pointer past them. */
+    float *hidden_out;
 };
 
 /* One ubatch through every layer (gemma4.c): token t goes to sequence

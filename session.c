@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/ops.h"
 #include "model.h"
 
 _Thread_local const gemma4_session *g4_dumping;
@@ -148,6 +149,28 @@ int32_t gemma4_seq_common_prefix(const gemma4_session *s, int32_t seq, const int
 }
 int32_t gemma4_seq_truncate(gemma4_session *s, int32_t seq, int32_t n_keep) {
     return bad_seq(s, seq) ? -1 : g4_kv_truncate(s->kv, seq, n_keep);
+}
+/* Moves the K row of layer il (its KV heads side by side) from position
+ * from to position to with the rotation the forward pass gave it (§4.3):
+ * the layer's n_rot and base, and on full layers the rope_freqs divisors. */
+static void rotate_k_row(void *user, int32_t il, float *k, int32_t from, int32_t to) {
+    const gemma4_model *m = user;
+    const layer *L = &m->layers[il];
+    const float *ff = L->swa ? NULL : m->rope_freqs;
+    for (int32_t h = 0; h < L->n_head_kv; h++) g4_rope_neox_move(k + (size_t)h * L->head_dim, L->n_rot, from, to, L->rope_base, ff);
+}
+
+int32_t gemma4_seq_shift(gemma4_session *s, int32_t seq, int32_t n_keep, int32_t n_discard, char *err) {
+    if (bad_seq(s, seq))
+        return g4_error(err, NULL, "%s: context shift: sequence %d is outside 0..%d", s->m->path, seq, g4_kv_n_seq(s->kv) - 1);
+    const int32_t len = g4_kv_len(s->kv, seq);
+    if (n_keep < 0 || n_discard <= 0 || (int64_t)n_keep + n_discard > len)
+        return g4_error(err, NULL, "%s: context shift of sequence %d: keep %d and discard %d do not fit its %d positions "
+                        "(need keep >= 0, discard >= 1, keep + discard <= %d)", s->m->path, seq, n_keep, n_discard, len, len);
+    char why[G4_ERR_LEN];
+    const int32_t n = g4_kv_shift(s->kv, seq, n_keep, n_discard, rotate_k_row, (void *)s->m, why);
+    if (n < 0) g4_error(err, NULL, "%s: %s", s->m->path, why);
+    return n;
 }
 int gemma4_seq_remove(gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ? -1 : (g4_kv_truncate(s->kv, seq, 0), 0); }
 int gemma4_seq_checkpoint(gemma4_session *s, int32_t seq) { return bad_seq(s, seq) ? -1 : (g4_kv_checkpoint(s->kv, seq), 0); }

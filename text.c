@@ -62,25 +62,63 @@ static g4_chat_msg *chat_msgs(const gemma4_model *m, const gemma4_chat_message *
     return out;
 }
 
-char *gemma4_chat_format(const gemma4_model *m, const gemma4_chat_message *msgs, size_t n,
-                         const gemma4_chat_params *p, char *err) {
+/* The Jinja template to render with: p->template_source, else the model's
+ * tokenizer.chat_template. NULL with *failed false: use the built-in
+ * renderer (asked for, or no template); NULL with *failed: err is set.
+ * Parsed per call: it takes well under a millisecond. */
+static g4_chat_template *chat_template(const gemma4_model *m, const gemma4_chat_params *p, bool *failed, char *err) {
+    g4_chat_template *t = NULL;
+    *failed = false;
+    if (p && p->builtin_template) return NULL;
+    if (!p || !p->template_source) {
+        *failed = g4_chat_template_from_gguf(m->gguf, &t, err) != 0;
+        return t;
+    }
+    t = g4_chat_template_new(p->template_source, strlen(p->template_source), err);
+    *failed = !t;
+    return t;
+}
+
+/* The prompt and, when marks is not NULL, where its control tokens may be. */
+static char *chat_prompt(const gemma4_model *m, const gemma4_chat_message *msgs, size_t n,
+                         const gemma4_chat_params *p, g4_chat_span **marks, size_t *n_marks, char *err) {
     g4_chat_opts opts;
+    bool failed;
     g4_chat_msg *cm = chat_msgs(m, msgs, n, p, &opts, err);
-    char *text = cm ? g4_chat_format(cm, n, &opts, err) : NULL;
+    g4_chat_template *t = cm ? chat_template(m, p, &failed, err) : NULL;
+    char *text = NULL;
+    if (!cm || failed) {
+        /* err is set */
+    } else if (!t) {
+        text = marks ? g4_chat_format_marked(cm, n, &opts, marks, n_marks, err) : g4_chat_format(cm, n, &opts, err);
+    } else {
+        g4_chat_span *data = NULL;
+        size_t n_data = 0;
+        text = g4_chat_template_render(t, cm, n, &opts, p ? p->template_kwargs_json : NULL, marks ? &data : NULL,
+                                       &n_data, err);
+        if (text && marks && g4_chat_control_marks(m->vocab, text, strlen(text), data, n_data, marks, n_marks, err)) {
+            free(text);
+            text = NULL;
+        }
+        free(data);
+    }
+    g4_chat_template_free(t);
     free(cm);
     return text;
 }
 
+char *gemma4_chat_format(const gemma4_model *m, const gemma4_chat_message *msgs, size_t n,
+                         const gemma4_chat_params *p, char *err) {
+    return chat_prompt(m, msgs, n, p, NULL, NULL, err);
+}
+
 int32_t gemma4_chat_tokenize(const gemma4_model *m, const gemma4_chat_message *msgs, size_t n,
                              const gemma4_chat_params *p, int32_t *ids, int32_t cap, char *err) {
-    g4_chat_opts opts;
     g4_chat_span *marks = NULL;
     size_t n_marks = 0;
     int32_t *got = NULL;
-    g4_chat_msg *cm = chat_msgs(m, msgs, n, p, &opts, err);
-    char *text = cm ? g4_chat_format_marked(cm, n, &opts, &marks, &n_marks, err) : NULL;
+    char *text = chat_prompt(m, msgs, n, p, &marks, &n_marks, err);
     const int64_t count = text ? g4_chat_tokenize(m->vocab, text, strlen(text), marks, n_marks, true, &got, err) : -1;
-    free(cm);
     free(text);
     free(marks);
     return count < 0 ? -1 : hand_over(m, count, got, ids, cap, err);

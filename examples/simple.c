@@ -24,7 +24,9 @@ int main(int argc, char **argv) {
         if (n > MAX_PROMPT) n = -1, snprintf(err, sizeof err, "the prompt is longer than %d tokens", MAX_PROMPT);
         params = gemma4_sampling_defaults(m); /* the model's own, else Gemma 4's */
     }
-    gemma4_sampler *smp = n > 0 ? gemma4_sampler_new(&params, gemma4_n_vocab(m)) : NULL;
+    /* with the model: its suppressed tokens are never sampled */
+    gemma4_sampler *smp = n > 0 ? gemma4_sampler_init(m, &params, err) : NULL;
+    if (smp) gemma4_sampler_accept(smp, ids, n); /* the prompt counts for the penalties, as in llama.cpp */
     float *logits = smp ? malloc((size_t)gemma4_n_vocab(m) * sizeof *logits) : NULL;
     int generated = 0, rc = logits ? 0 : 1;
     while (!rc && generated < n_predict && !(rc = gemma4_eval(s, ids, n, logits, false, err))) {

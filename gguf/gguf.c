@@ -56,7 +56,8 @@ struct g4_gguf_file {
     char *path;
     const uint8_t *base; /* whole file (mapping or caller buffer) */
     uint64_t size;
-    bool mapped;
+    bool mapped; /* ours to munmap: the file's mapping, or anonymous memory it was read into */
+    bool locked; /* mlock'ed by g4_gguf_open_ex */
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset;
@@ -441,6 +442,7 @@ void g4_gguf_close(g4_gguf_file *f) {
     free(f->tensors);
     free(f->kv_by_name);
     free(f->tensor_by_name);
+    if (f->locked) munlock(f->base, f->size);
     if (f->mapped) munmap((void *)f->base, f->size);
     free(f->path);
     free(f);
@@ -473,7 +475,33 @@ g4_gguf_file *g4_gguf_open_memory(const void *buf, size_t size, const char *name
     return open_bytes(buf, size, false, name ? name : "<memory>", err);
 }
 
-g4_gguf_file *g4_gguf_open(const char *path, char *err) {
+/* The whole file in anonymous memory: page-aligned like a mapping, so the
+ * tensors keep their alignment and repacking can still hand whole pages
+ * back (madvise), and nothing depends on the file after this. */
+static void *read_whole(int fd, uint64_t size, const char *path, char *err) {
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        set_err(err, path, "cannot allocate %" PRIu64 " bytes to read the file into: %s", size, strerror(errno));
+        return NULL;
+    }
+    for (uint64_t done = 0; done < size;) {
+        const size_t chunk = size - done < ((uint64_t)1 << 30) ? (size_t)(size - done) : (size_t)1 << 30;
+        ssize_t got = pread(fd, (uint8_t *)m + done, chunk, (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            set_err(err, path, "read failed at offset %" PRIu64 ": %s", done, got < 0 ? strerror(errno) : "file shrank");
+            munmap(m, size);
+            return NULL;
+        }
+        done += (uint64_t)got;
+    }
+    return m;
+}
+
+g4_gguf_file *g4_gguf_open(const char *path, char *err) { return g4_gguf_open_ex(path, NULL, err); }
+
+g4_gguf_file *g4_gguf_open_ex(const char *path, const g4_gguf_open_params *p, char *err) {
+    const bool read_all = p && p->read, lock = p && p->lock;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         set_err(err, path, "cannot open: %s", strerror(errno));
@@ -488,16 +516,29 @@ g4_gguf_file *g4_gguf_open(const char *path, char *err) {
     const uint8_t *buf = NULL;
     uint64_t size = (uint64_t)st.st_size;
     if (size > 0) { /* mmap refuses empty files; the parser reports those as truncated */
-        void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
+        void *m = read_all ? read_whole(fd, size, path, err) : mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (!read_all && m == MAP_FAILED) {
             set_err(err, path, "cannot map %" PRIu64 " bytes: %s", size, strerror(errno));
+            m = NULL;
+        }
+        if (!m) {
             close(fd);
             return NULL;
         }
         buf = m;
     }
     close(fd);
-    return open_bytes(buf, size, size > 0, path, err);
+    /* mlock of a mapping also reads every page in, so a locked model never
+     * waits on the disk */
+    if (lock && size > 0 && mlock(buf, size) != 0) {
+        set_err(err, path, "cannot lock %" PRIu64 " bytes in memory (mlock: %s): the limit is RLIMIT_MEMLOCK "
+                "(ulimit -l); raise it or load without locking", size, strerror(errno));
+        munmap((void *)buf, size);
+        return NULL;
+    }
+    g4_gguf_file *f = open_bytes(buf, size, size > 0, path, err); /* a failure unmaps, which unlocks */
+    if (f) f->locked = lock && size > 0;
+    return f;
 }
 
 const char *g4_gguf_path(const g4_gguf_file *f) { return f->path; }

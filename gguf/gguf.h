@@ -1,4 +1,5 @@
-/* GGUF reader: maps a file read-only and private, validates every header
+/* GGUF reader: maps a file read-only and private (or reads it into memory,
+ * and may lock it: g4_gguf_open_ex), validates every header
  * field before trusting it, and exposes metadata and tensors as zero-copy
  * views into the mapping.
  *
@@ -77,7 +78,16 @@ typedef struct g4_gguf_tensor {
 
 typedef struct g4_gguf_file g4_gguf_file;
 
-g4_gguf_file *g4_gguf_open(const char *path, char *err);
+g4_gguf_file *g4_gguf_open(const char *path, char *err); /* = g4_gguf_open_ex(path, NULL, err) */
+/* How the bytes are held; zeroed (or NULL): mapped, not locked. */
+typedef struct g4_gguf_open_params {
+    bool read; /* read the whole file into anonymous memory instead of mapping it
+                  (llama.cpp's --no-mmap); still page-aligned, so tensors keep
+                  their alignment and whole pages can be released */
+    bool lock; /* mlock the bytes (read in now); a refusal fails the open with
+                  a message naming RLIMIT_MEMLOCK */
+} g4_gguf_open_params;
+g4_gguf_file *g4_gguf_open_ex(const char *path, const g4_gguf_open_params *p, char *err);
 /* Parse a buffer the caller owns (kept alive while the result is used);
  * name is used in error messages. For fuzzing and tests. */
 g4_gguf_file *g4_gguf_open_memory(const void *buf, size_t size, const char *name, char *err);

@@ -67,3 +67,10 @@ void g4_rope_neox(float *v, int32_t n_rot, int32_t pos, float base, const float 
         theta *= step;
     }
 }
+
+void g4_rope_neox_move(float *v, int32_t n_rot, int32_t from, int32_t to, float base, const float *freq_factors) {
+    /* -from gives each pair exactly the negated angle of from: the f32
+     * products of the angle recurrence only change sign */
+    g4_rope_neox(v, n_rot, -from, base, freq_factors);
+    g4_rope_neox(v, n_rot, to, base, freq_factors);
+}

@@ -17,5 +17,11 @@ void g4_softmax(float *x, int64_t n);
 /* NeoX RoPE of one head vector in place: pairs (k, k + n_rot/2) for
  * k < n_rot/2, angle pos * base^(-2k/n_rot) / freq_factors[k]. */
 void g4_rope_neox(float *v, int32_t n_rot, int32_t pos, float base, const float *freq_factors);
+/* Moves a vector g4_rope_neox rotated to position from to position to: the
+ * inverse rotation at from (the same f32 angles, negated), then the rotation
+ * at to, so the angles are bit for bit those of a fresh rotation at to
+ * (a single rotation by to - from would add the rounding of the angle
+ * difference, which grows with the position). */
+void g4_rope_neox_move(float *v, int32_t n_rot, int32_t from, int32_t to, float base, const float *freq_factors);
 
 #endif

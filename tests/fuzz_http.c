@@ -32,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc == 1) {
             requests++;
             if (!memchr(r.method, 0, sizeof r.method) || !memchr(r.path, 0, sizeof r.path) ||
-                !memchr(r.auth, 0, sizeof r.auth) || strpbrk(r.path, "?#") || !*r.method)
+                !memchr(r.auth, 0, sizeof r.auth) || !memchr(r.api_key, 0, sizeof r.api_key) ||
+                !memchr(r.origin, 0, sizeof r.origin) || strpbrk(r.path, "?#") || !*r.method)
                 __builtin_trap();
             if (r.body_len > max_body || (r.body_len == 0) != (r.body == NULL) || (r.body && r.body[r.body_len]))
                 __builtin_trap();

@@ -23,6 +23,15 @@ static const char *const markers[] = {"<|turn>", "<turn|>", "<|think|>", "<|chan
                                       "<tool_response|>", "<|\"|>"};
 
 static void check_request(const oai_request *r, const oai_model *m) {
+    /* what the sampling fields became is within the ranges they promise */
+    if (r->n_choices < 1 || r->n_choices > OAI_MAX_N || r->top_logprobs < 0 || r->top_logprobs > OAI_MAX_TOP_LOGPROBS ||
+        r->sampling.n_logit_bias < 0 || r->sampling.n_logit_bias > OAI_MAX_LOGIT_BIAS ||
+        (r->sampling.grammar && r->sampling.grammar != r->grammar))
+        __builtin_trap();
+    for (int32_t i = 0; i < r->sampling.n_logit_bias; i++)
+        if (r->sampling.logit_bias[i].token < 0 || r->sampling.logit_bias[i].token >= m->n_vocab ||
+            !(r->sampling.logit_bias[i].bias <= 100))
+            __builtin_trap();
     if (!r->chat) {
         if (!r->prompt == !r->ids || (r->ids && r->n_ids <= 0)) __builtin_trap();
         for (int32_t i = 0; i < r->n_ids; i++)
@@ -112,7 +121,8 @@ static void respond(const oai_request *r, const char *out, size_t len) {
     const char *content = r->chat ? "content" : "text";
     jw whole = {0}, sse = {0}, want[2] = {{0}}, got[2] = {{0}};
     for (int k = 0; k < 2; k++) jw_cstr(&want[k], ""), jw_cstr(&got[k], "");
-    oai_write_response(&whole, r, &meta, text.s, text.len, "stop", &u);
+    const oai_choice whole_c = {.text = text.s, .len = text.len, .finish = "stop"};
+    oai_write_response(&whole, r, &meta, &whole_c, 1, &u);
     g4_json *doc = parse_json(whole.s, whole.len);
     take(&want[0], doc, r->chat ? "message" : NULL, content);
     take(&want[1], doc, "message", "reasoning_content");
@@ -129,7 +139,9 @@ static void respond(const oai_request *r, const char *out, size_t len) {
         }
         split_char |= kept < text.len && ((unsigned char)text.s[kept] & 0xc0) == 0x80;
         sse.len = 0;
-        oai_write_stream(&sse, &st, r, &meta, text.s, kept, i == len ? "stop" : NULL, &u);
+        const oai_choice c = {.text = text.s, .len = kept, .finish = i == len ? "stop" : NULL};
+        oai_write_stream(&sse, &st, r, &meta, &c, &u);
+        if (i == len) oai_write_stream_end(&sse, r, &meta, &u);
         /* events are "data: ...\n\n" (JSON escapes every newline) */
         for (const char *e = sse.s, *end; e && e < sse.s + sse.len; e = end + 2) {
             if (strncmp(e, "data: ", 6) || !(end = strstr(e, "\n\n"))) __builtin_trap();

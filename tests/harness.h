@@ -46,4 +46,17 @@ static inline int test_summary(const char *name) {
     return test_failed_ ? 1 : 0;
 }
 
+/* 1 in an ASan (+ UBSan) build, where the slowest groups run a subset and
+ * SKIP the rest, saying so. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_SANITIZED 1
+#endif
+#endif
+#ifndef TEST_SANITIZED
+#define TEST_SANITIZED 0
+#endif
+
 #endif

@@ -107,6 +107,25 @@ await run('thinking', async () => {
   check(r.usage.prompt_tokens > off.usage.prompt_tokens, `thinking on adds to the prompt (${r.usage.prompt_tokens} vs ${off.usage.prompt_tokens})`);
 });
 
+await run('n, logprobs, logit_bias, json_schema', async () => {
+  const r = await client.chat.completions.create({ model: 'm', messages, max_tokens: 4, temperature: 0, n: 3, logprobs: true, top_logprobs: 2 });
+  check(r.choices.length === 3 && r.choices.every((c, i) => c.index === i && c.message.content === r.choices[0].message.content),
+    `n = 3 greedy: 3 equal choices (${JSON.stringify(r.choices.map(c => c.message.content))})`);
+  const lp = r.choices[0].logprobs?.content ?? [];
+  check(lp.length === r.usage.completion_tokens / 3 && lp.every(t => t.top_logprobs.length === 2 && t.logprob <= 0 &&
+    t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob && Math.abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6),
+    `logprobs per token, greedy = the top one (${JSON.stringify(lp[0])})`);
+  const s = await client.chat.completions.create({ model: 'm', messages, max_tokens: 4, temperature: 0, n: 2, stream: true });
+  const texts = ['', ''];
+  for await (const c of s) for (const ch of c.choices) texts[ch.index] += ch.delta.content ?? '';
+  check(texts[0] === texts[1] && texts[0] === r.choices[0].message.content, `n = 2 streamed: ${JSON.stringify(texts)}`);
+  const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+  const j = await client.chat.completions.create({ model: 'm', messages, max_tokens: 60, temperature: 0,
+    response_format: { type: 'json_schema', json_schema: { name: 'r', strict: true, schema } } });
+  const c = j.choices[0];
+  check(c.finish_reason !== 'stop' || typeof JSON.parse(c.message.content).ok === 'boolean', `json_schema answer: ${c.message.content}`);
+});
+
 await run('error', async () => {
   try {
     await client.chat.completions.create({ model: 'm', messages: [{ role: 'wizard', content: 'x' }] });

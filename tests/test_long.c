@@ -54,16 +54,6 @@ static const struct sequence {
  * scalar dot products summed in double, about 15 core-seconds per sequence
  * even at -O2, where the whole test takes about 35); the Q8_0 ones go
  * through the same positions, windows and pages in under a minute. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 /* tests/data/long as linked into the fixture root, else from the
  * repository root the tests run in. */
@@ -193,7 +183,7 @@ int main(void) {
     snprintf(tmp_dir, sizeof tmp_dir, "%s/g4_test_long_XXXXXX", t && *t ? t : "/tmp");
     CHECK(mkdtemp(tmp_dir) != NULL, "temporary folder %s", tmp_dir);
     for (size_t i = 0; i < sizeof sequences / sizeof sequences[0]; i++) {
-        if (SANITIZED && sequences[i].f32_weights)
+        if (TEST_SANITIZED && sequences[i].f32_weights)
             SKIP(sequences[i].name, "1,500 positions through scalar F32 matmuls take minutes under the sanitizers");
         else
             run_sequence(&sequences[i], tmp_dir);

@@ -460,13 +460,16 @@ static void test_real_shapes(void) {
     char err[G4_ERR_LEN];
     /* docs/architecture.md §2.3: 31B GGUF 833 tensors, 26B-A4B 658; E2B 601 with the KV
      * tensors of the 20 shared layers, which current converters drop (3 each);
-     * E4B: the same count as E2B's 601 (6 + 17 per layer) for 42 layers */
+     * E4B: the same count as E2B's 601 (6 + 17 per layer) for 42 layers;
+     * 12B: 3 global + 14 per sliding layer (40) + 13 per full one (8, no
+     * attn_v), counted as the 31B's 833 = 3 + 50 * 14 + 10 * 13 */
     const struct {
         const char *name;
         int n_tensors;
         int64_t q_full, kv_swa; /* attn_q rows of a full layer, attn_k rows of layer 0 */
     } want[] = {{"e2b", 601 - 3 * 20, 4096, 256}, {"e4b", 720 - 3 * 18, 4096, 512},
-                {"26b-a4b", 658, 8192, 2048}, {"moe-full", 658, 8192, 2048}, {"31b", 833, 16384, 4096}};
+                {"26b-a4b", 658, 8192, 2048}, {"moe-full", 658, 8192, 2048}, {"31b", 833, 16384, 4096},
+                {"12b", 3 + 40 * 14 + 8 * 13, 16 * 512, 8 * 256}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         g4_shape s;
         CHECK(!g4_shape_preset(want[i].name, &s, err) && !g4_shape_finalize(&s, err), "%s: %s", want[i].name, err);
@@ -485,6 +488,27 @@ static void test_real_shapes(void) {
         CHECK(s.vocab_size == 262144 && s.fast_weights, "%s: vocab %d", want[i].name, s.vocab_size);
     }
     g4_shape s;
+    /* 12B "Unified" (docs/architecture.md §2 table): 48 blocks of 5 sliding +
+     * 1 full, d 3840, 16 heads, KV heads 8 / 1, head dims 256 / 512, K = V on
+     * full layers, window 1024, F 15360, no PLE, no MoE, and the
+     * suppress_tokens key its converter writes */
+    CHECK(!g4_shape_preset("12b", &s, err) && !g4_shape_finalize(&s, err), "12b: %s", err);
+    CHECK(s.n_layer == 48 && s.n_embd == 3840 && s.n_head == 16 && s.n_head_kv_swa == 8 && s.n_head_kv_full == 1 &&
+              s.head_dim_swa == 256 && s.head_dim_full == 512 && s.k_eq_v_full && s.n_swa == 1024 && s.n_ff == 15360 &&
+              !s.double_wide_mlp && s.n_embd_per_layer == 0 && s.n_expert == 0 && s.n_kv_shared == 0 &&
+              s.context_length == 262144 && s.final_logit_softcapping == 30.0f,
+          "12b shape");
+    CHECK(!strcmp(s.layer_types, "SSSSSFSSSSSFSSSSSFSSSSSFSSSSSFSSSSSFSSSSSFSSSSSF"), "12b layer types %s", s.layer_types);
+    CHECK(s.n_suppress == 3 && s.suppress_tokens[0] == 0 && s.suppress_tokens[1] == 3 && s.suppress_tokens[2] == 4,
+          "12b suppress_tokens: %d ids", s.n_suppress);
+    CHECK(!g4_shape_set(&s, "suppress_tokens=7,9", err) && s.n_suppress == 2 && s.suppress_tokens[1] == 9, "%s", err);
+    CHECK(!g4_shape_set(&s, "suppress_tokens=", err) && s.n_suppress == 0, "empty suppress_tokens: %s", err);
+    CHECK(g4_shape_set(&s, "suppress_tokens=1,,2", err) == -1 && strstr(err, "token ids"), "1,,2: %s", err);
+    CHECK(g4_shape_set(&s, "suppress_tokens=1,", err) == -1, "trailing comma accepted");
+    CHECK(g4_shape_set(&s, "suppress_tokens=-1", err) == -1, "negative id accepted");
+    CHECK(g4_shape_set(&s, "suppress_tokens=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", err) == -1, "17 ids accepted");
+    CHECK(!g4_shape_set(&s, "suppress_tokens=262144", err) && g4_shape_finalize(&s, err) == -1 &&
+              strstr(err, "suppress_tokens"), "id past the vocabulary: %s", err);
     g4_shape_preset("e2b", &s, err);
     CHECK(!strcmp(s.layer_types, "SSSSFSSSSFSSSSFSSSSFSSSSFSSSSFSSSSF"), "e2b layer types %s", s.layer_types);
     CHECK(!g4_shape_set(&s, "n_layer=3", err) && g4_shape_finalize(&s, err) == -1 && strstr(err, "n_kv_shared"),
@@ -622,6 +646,26 @@ static void test_cli(void) {
           "cli file: layers %u, file_type %u", n_layer, ftype);
     const g4_gguf_tensor *t = f ? g4_gguf_find_tensor(f, "blk.1.attn_q.weight") : NULL;
     CHECK(t && t->type == G4_TYPE_Q8_0, "attn_q type");
+    const void *ids = NULL;
+    uint64_t n_ids = 0;
+    CHECK(f && g4_gguf_get_arr(f, "tokenizer.ggml.suppress_tokens", GGUF_TYPE_INT32, &ids, &n_ids, err) == GGUF_ENOKEY,
+          "a shape without suppress_tokens writes no such key");
+    g4_gguf_close(f);
+    unlink(path);
+
+    /* the 12B's key, written as an i32 array, at a width the test can afford */
+    char *small_12b[] = {"mkmodel", "--preset", "12b", "--type", "f32", "--set", "n_layer=6", "--set", "n_embd=64",
+                         "--set", "n_ff=64", "--set", "n_head=2", "--set", "n_head_kv_swa=2", "--set", "head_dim_swa=32",
+                         "--set", "head_dim_full=64", "--set", "vocab_size=512", "--set", "fast_weights=false",
+                         "-o", (char *)path, NULL};
+    CHECK(cmd_mkmodel((int)(sizeof small_12b / sizeof small_12b[0]) - 1, small_12b) == 0, "small 12b");
+    f = g4_gguf_open(path, err);
+    CHECK(f && g4_gguf_get_arr(f, "tokenizer.ggml.suppress_tokens", GGUF_TYPE_INT32, &ids, &n_ids, err) == GGUF_OK &&
+              n_ids == 3 && ((const int32_t *)ids)[0] == 0 && ((const int32_t *)ids)[1] == 3 && ((const int32_t *)ids)[2] == 4,
+          "12b suppress_tokens: %llu ids", (unsigned long long)n_ids);
+    CHECK(f && g4_gguf_find_tensor(f, "blk.0.attn_v.weight") && !g4_gguf_find_tensor(f, "blk.5.attn_v.weight") &&
+              !g4_gguf_find_tensor(f, "per_layer_token_embd.weight"),
+          "12b: V on sliding layers only, no per-layer embeddings");
     g4_gguf_close(f);
     unlink(path);
 }

@@ -197,7 +197,71 @@ static void test_refusals(void) {
     expect_refused("dense_q4_0", &(edit){.nan_tensor = "blk.1.attn_norm.weight"}, "tensor blk.1.attn_norm.weight: value 0 is not finite");
 }
 
+/* Logits of a few tokens from a fresh session; 0 or -1. */
+static int logits_of(const gemma4_model *m, float *out, char *err) {
+    static const int32_t ids[] = {2, 10, 20, 30, 40, 50, 60, 70, 80, 90};
+    gemma4_session *s = gemma4_session_new(m, &(gemma4_session_params){.n_ctx = 16, .n_threads = 2}, err);
+    int rc = s ? gemma4_eval(s, ids, 10, out, true, err) : -1;
+    gemma4_session_free(s);
+    return rc;
+}
+
+/* gemma4_load_params.no_mmap reads the file into memory: the same logits
+ * as the mapping, and they stay the same when the file's tensor data is
+ * overwritten after the load, where a mapped model (Q8_0: nothing
+ * repacked, every weight read from the mapping) sees the new bytes.
+ * .mlock either loads the same model or fails naming RLIMIT_MEMLOCK. */
+static void test_load_options(void) {
+    static const char *const models[] = {"dense_q8_0", "dense_q4_0"};
+    for (size_t k = 0; k < sizeof models / sizeof models[0]; k++) {
+        char src[1024], dst[] = "/tmp/g4_test_model_XXXXXX", err[G4_ERR_LEN] = "";
+        snprintf(src, sizeof src, "%s/models/%s.gguf", test_fixtures_dir(), models[k]);
+        int fd = mkstemp(dst);
+        if (fd >= 0) close(fd);
+        if (fd < 0 || rewrite(src, dst, &(edit){0})) {
+            CHECK(0, "%s: cannot copy it to %s", src, dst);
+            remove(dst);
+            continue;
+        }
+        const size_t n = 10 * 512;
+        float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *c = malloc(n * sizeof *c);
+        gemma4_model *mapped = gemma4_load(dst, err);
+        CHECK(mapped != NULL, "%s: %s", dst, err);
+        gemma4_model *read = gemma4_load_ex(dst, &(gemma4_load_params){.no_mmap = true}, err);
+        CHECK(read != NULL, "%s --no-mmap: %s", dst, err);
+        gemma4_model *locked = gemma4_load_ex(dst, &(gemma4_load_params){.mlock = true, .no_mmap = k == 1}, err);
+        CHECK(locked != NULL || strstr(err, "RLIMIT_MEMLOCK"), "%s mlock: %s", dst, err);
+        if (a && b && c && mapped && read && !logits_of(mapped, a, err) && !logits_of(read, b, err)) {
+            CHECK(!memcmp(a, b, n * sizeof *a), "%s: logits with no_mmap differ from the mapped ones", models[k]);
+            CHECK(!locked || (!logits_of(locked, c, err) && !memcmp(a, c, n * sizeof *a)), "%s: logits with mlock differ",
+                  models[k]);
+            /* zero the tensor data in the file (the same inode the mapping reads) */
+            g4_gguf_file *f = g4_gguf_open(dst, err);
+            const uint64_t off = f ? g4_gguf_data_offset(f) : 0, size = f ? g4_gguf_file_size(f) : 0;
+            g4_gguf_close(f);
+            FILE *w = fopen(dst, "r+b");
+            int wrote = w && off && !fseek(w, (long)off, SEEK_SET);
+            for (uint64_t i = off; wrote && i < size; i++) wrote = fputc(0, w) != EOF;
+            wrote = w && !fclose(w) && wrote;
+            CHECK(wrote, "%s: cannot overwrite the tensor data", dst);
+            CHECK(wrote && !logits_of(read, c, err) && !memcmp(b, c, n * sizeof *b),
+                  "%s: the no_mmap model changed with the file", models[k]);
+            if (k == 0)
+                CHECK(wrote && (logits_of(mapped, c, err) || memcmp(a, c, n * sizeof *a)),
+                      "%s: the mapped model did not see the file change (is the test still testing?)", models[k]);
+        } else {
+            CHECK(0, "%s: logits: %s", models[k], err);
+        }
+        gemma4_model_free(mapped);
+        gemma4_model_free(read);
+        gemma4_model_free(locked);
+        free(a), free(b), free(c);
+        remove(dst);
+    }
+}
+
 int main(void) {
+    test_load_options();
     test_derived_layers();
     test_eval_errors();
     test_refusals();

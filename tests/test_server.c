@@ -4,6 +4,7 @@
  * its deadlines over a socket pair. tests/test_server.sh runs the real
  * server end to end, and this program's --slow-clients mode against it. */
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -35,6 +36,9 @@ static void test_json_write(void) {
     CHECK(!strcmp(w.s, "3 0.5 null"), "numbers: %s", w.s);
     jw_free(&w);
 }
+
+static const g4_json *at(const g4_json *v, size_t i) { return v && v->type == G4_JSON_ARRAY && i < v->len ? &v->items[i] : NULL; }
+static const char *str_of(const g4_json *v) { return v && v->type == G4_JSON_STRING ? v->str : "(none)"; }
 
 /* status of parsing body (0 when accepted) */
 static int parse_status(const char *body, bool chat) {
@@ -75,7 +79,18 @@ static void test_requests(void) {
         {"{\"prompt\":\"x\",\"max_tokens\":99999999999}", "p"}, {"{\"prompt\":\"x\",\"top_p\":1.5}", "p"},
         {"{\"prompt\":\"x\",\"min_p\":-1}", "p"}, {"{\"prompt\":\"x\",\"seed\":-2}", "p"},
         {"{\"prompt\":\"x\",\"stop\":[\"\"]}", "p"}, {"{\"prompt\":\"x\",\"stop\":5}", "p"},
-        {"{\"prompt\":\"x\",\"logprobs\":true}", "p"}, {"{\"prompt\":[]}", "p"}, {"{\"prompt\":[512]}", "p"},
+        {"{\"prompt\":\"x\",\"logprobs\":\"yes\"}", "p"}, {"{\"prompt\":\"x\",\"logprobs\":21}", "p"},
+        {"{\"prompt\":\"x\",\"top_logprobs\":2}", "p"}, {"{\"prompt\":\"x\",\"n\":17}", "p"},
+        {"{\"prompt\":\"x\",\"n\":0}", "p"}, {"{\"prompt\":\"x\",\"repeat_penalty\":-1}", "p"},
+        {"{\"prompt\":\"x\",\"presence_penalty\":3}", "p"}, {"{\"prompt\":\"x\",\"repeat_last_n\":-2}", "p"},
+        {"{\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}", "p"}, {"{\"prompt\":\"x\",\"logit_bias\":{\"512\":1}}", "p"},
+        {"{\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}", "p"}, {"{\"prompt\":\"x\",\"logit_bias\":{\"a\":1}}", "p"},
+        {"{\"prompt\":\"x\",\"logit_bias\":[[1]]}", "p"}, {"{\"prompt\":\"x\",\"logit_bias\":5}", "p"},
+        {"{\"prompt\":\"x\",\"response_format\":{\"type\":\"xml\"}}", "p"},
+        {"{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\"}}", "p"},
+        {"{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\",\"json_schema\":{}}", "p"},
+        {"{\"prompt\":\"x\",\"echo\":true}", "p"}, {"{\"prompt\":\"x\",\"best_of\":2}", "p"},
+        {"{\"prompt\":\"x\",\"mirostat\":2}", "p"}, {"{\"prompt\":[]}", "p"}, {"{\"prompt\":[512]}", "p"},
         {"{\"prompt\":null}", "p"}, {"{\"prompt\":\"x\",\"stream_options\":[]}", "p"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -92,6 +107,112 @@ static void test_requests(void) {
     oai_write_error(&w, &e);
     CHECK(!strcmp(w.s, "{\"error\":{\"code\":400,\"message\":\"bad thing\",\"type\":\"invalid_request_error\"}}"), "%s", w.s);
     jw_free(&w);
+}
+
+/* The sampling fields land in gemma4_sampling as the library defines them. */
+static void test_sampling_fields(void) {
+    oai_request r;
+    oai_error e;
+    const char *body = "{\"prompt\":\"x\",\"logit_bias\":{\"5\":-100,\"7\":2.5,\"9\":100},\"repeat_penalty\":1.3,"
+                       "\"presence_penalty\":0.5,\"frequency_penalty\":-0.25,\"repeat_last_n\":32,\"n\":3,\"seed\":9,"
+                       "\"logprobs\":4}";
+    CHECK(oai_parse_request(body, strlen(body), false, &model, &r, &e) == 0, "sampling fields: %s", e.message);
+    const gemma4_sampling *sp = &r.sampling;
+    CHECK(sp->n_logit_bias == 3 && sp->logit_bias[0].token == 5 && sp->logit_bias[0].bias == -INFINITY &&
+              sp->logit_bias[1].token == 7 && sp->logit_bias[1].bias == 2.5f && sp->logit_bias[2].bias == 100.0f,
+          "logit_bias: -100 bans, others added");
+    CHECK(sp->repeat_penalty == 1.3f && sp->presence_penalty == 0.5f && sp->frequency_penalty == -0.25f &&
+              sp->penalty_last_n == 32 && sp->seed == 9,
+          "penalties and seed");
+    CHECK(r.n_choices == 3 && r.logprobs && r.top_logprobs == 4 && !sp->grammar, "n and completions logprobs");
+    oai_request_free(&r);
+    body = "{\"prompt\":\"x\",\"logit_bias\":[[3,false],[4,-1.5]]}";
+    CHECK(oai_parse_request(body, strlen(body), false, &model, &r, &e) == 0 && r.sampling.n_logit_bias == 2 &&
+              r.sampling.logit_bias[0].bias == -INFINITY && r.sampling.logit_bias[1].token == 4 &&
+              r.sampling.logit_bias[1].bias == -1.5f,
+          "llama.cpp's [id, bias] pairs, false bans: %s", e.message);
+    oai_request_free(&r);
+    body = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":2}";
+    CHECK(oai_parse_request(body, strlen(body), true, &model, &r, &e) == 0 && r.logprobs && r.top_logprobs == 2 &&
+              r.n_choices == 1,
+          "chat logprobs: %s", e.message);
+    oai_request_free(&r);
+    /* the neutral values clients send by default are accepted */
+    body = "{\"prompt\":\"x\",\"echo\":false,\"best_of\":1,\"parallel_tool_calls\":true,\"response_format\":{\"type\":\"text\"}}";
+    CHECK(oai_parse_request(body, strlen(body), false, &model, &r, &e) == 0 && !r.grammar, "neutral fields: %s", e.message);
+    oai_request_free(&r);
+    body = "{\"prompt\":\"x\",\"echo\":true}";
+    CHECK(oai_parse_request(body, strlen(body), false, &model, &r, &e) == -1 && strstr(e.message, "'echo'"),
+          "an unsupported field is named: %s", e.message);
+    oai_request_free(&r);
+
+    /* constraints become a GBNF grammar */
+    body = "{\"prompt\":\"x\",\"grammar\":\"root ::= [ab]+\"}";
+    CHECK(oai_parse_request(body, strlen(body), false, &model, &r, &e) == 0 && r.sampling.grammar &&
+              !strcmp(r.sampling.grammar, "root ::= [ab]+"),
+          "grammar passed through: %s", e.message);
+    oai_request_free(&r);
+    static const char *const constrained[] = {
+        "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}",
+        ("{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"strict\":true,"
+         "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]}}}}"),
+        "{\"prompt\":\"x\",\"json_schema\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}}",
+    };
+    for (size_t i = 0; i < sizeof constrained / sizeof constrained[0]; i++) {
+        CHECK(oai_parse_request(constrained[i], strlen(constrained[i]), false, &model, &r, &e) == 0 && r.sampling.grammar &&
+                  strstr(r.sampling.grammar, "root"),
+              "constraint %zu gives a grammar: %s", i, e.message);
+        oai_request_free(&r);
+    }
+    body = "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\","
+           "\"schema\":{\"type\":\"object\",\"not\":{\"type\":\"string\"}}}}}";
+    CHECK(oai_parse_request(body, strlen(body), false, &model, &r, &e) == -1 && e.status == 400 &&
+              strstr(e.message, "response_format.json_schema.schema") && strstr(e.message, "not"),
+          "a schema the converter refuses: 400 naming it: %s", e.message);
+    oai_request_free(&r);
+}
+
+/* Logprobs in responses: chat's content[] with bytes and alternatives, the
+ * completions' parallel arrays with text offsets. */
+static void test_logprobs_response(void) {
+    oai_token_logprob t[2] = {{.tok = {3, -0.5f}, .n_top = 2, .top = {{3, -0.5f}, {4, -1.25f}}},
+                              {.tok = {4, -2.0f}, .n_top = 2, .top = {{5, -0.75f}, {4, -2.0f}}}};
+    oai_logprobs lp = {0};
+    oai_logprobs_push(&lp, t, 2);
+    oai_meta meta = {.id = "x", .created = 1, .model = "m"};
+    oai_usage u = {.n_prompt = 2, .n_gen = 2};
+    oai_choice c[2] = {{.text = "ab", .len = 2, .finish = "length", .lp = &lp}, {.text = "cd", .len = 2, .finish = "stop", .lp = &lp}};
+    char err[G4_ERR_LEN];
+    for (int chat = 0; chat < 2; chat++) {
+        oai_request r = {.chat = chat, .logprobs = true, .top_logprobs = 2, .n_choices = 2};
+        jw w = {0};
+        oai_write_response(&w, &r, &meta, c, 2, &u);
+        /* without a vocabulary every token's text is "": the completions'
+         * top_logprobs objects repeat the key, so they are checked as text */
+        if (!chat) {
+            CHECK(w.s && strstr(w.s, "{\"index\":1,\"text\":\"cd\",\"logprobs\":{\"tokens\":[\"\",\"\"],"
+                                     "\"token_logprobs\":[-0.5,-2],\"top_logprobs\":[{\"\":-0.5,\"\":-1.25},"
+                                     "{\"\":-0.75,\"\":-2}],\"text_offset\":[0,0]},\"finish_reason\":\"stop\"}"),
+                  "completion logprobs: %s", w.s);
+            jw_free(&w);
+            continue;
+        }
+        g4_json *doc = g4_json_parse(w.s, w.len, "response", err);
+        const g4_json *ch = g4_json_get(doc, "choices"), *l = g4_json_get(at(ch, 1), "logprobs");
+        CHECK(ch && ch->len == 2 && g4_json_get(at(ch, 1), "index")->integer == 1 &&
+                  !strcmp(str_of(g4_json_get(at(ch, 1), "finish_reason")), "stop"),
+              "chat: two choices");
+        const g4_json *content = g4_json_get(l, "content"), *t1 = at(content, 1);
+        const g4_json *top = g4_json_get(t1, "top_logprobs");
+        CHECK(content && content->len == 2 && g4_json_get(t1, "logprob")->number == -2.0 &&
+                  g4_json_get(t1, "id")->integer == 4 && top && top->len == 2 &&
+                  g4_json_get(at(top, 0), "id")->integer == 5 && g4_json_get(at(top, 0), "logprob")->number == -0.75 &&
+                  g4_json_get_type(t1, "bytes", G4_JSON_ARRAY) != NULL,
+              "chat logprobs: %s", w.s);
+        g4_json_free(doc);
+        jw_free(&w);
+    }
+    oai_logprobs_free(&lp);
 }
 
 static void test_chat_render(void) {
@@ -125,7 +246,8 @@ static g4_json *respond(const char *text, const char *finish) {
     oai_meta meta = {.id = "x", .created = 1, .model = "m"};
     oai_usage u = {.n_prompt = 10, .n_cached = 4, .n_gen = 3, .t_prompt_ms = 6, .t_gen_ms = 30};
     jw w = {0};
-    oai_write_response(&w, &r, &meta, text, strlen(text), finish, &u);
+    oai_choice c = {.text = text, .len = strlen(text), .finish = finish};
+    oai_write_response(&w, &r, &meta, &c, 1, &u);
     char err[G4_ERR_LEN];
     g4_json *doc = g4_json_parse(w.s, w.len, "response", err);
     CHECK(doc != NULL, "response is JSON: %s", err);
@@ -133,8 +255,6 @@ static g4_json *respond(const char *text, const char *finish) {
     return doc;
 }
 
-static const g4_json *at(const g4_json *v, size_t i) { return v && v->type == G4_JSON_ARRAY && i < v->len ? &v->items[i] : NULL; }
-static const char *str_of(const g4_json *v) { return v && v->type == G4_JSON_STRING ? v->str : "(none)"; }
 
 static const char *tool_text = "<|channel>thought\nCheck it.<channel|>Sure.<|tool_call>call:get_weather{city:" Q "Paris" Q
                                ",days:2}<tool_call|>";
@@ -161,6 +281,20 @@ static void test_response(void) {
     g4_json_free(a);
     g4_json_free(doc);
 
+    /* a call cut off by max_tokens is reported, not dropped */
+    doc = respond("<|tool_call>call:get_weather{city:" Q "Par", "length");
+    choice = at(g4_json_get(doc, "choices"), 0), msg = g4_json_get(choice, "message");
+    CHECK(g4_json_get(msg, "content") && g4_json_get(msg, "content")->type == G4_JSON_NULL &&
+              !strcmp(str_of(g4_json_get(msg, "partial_tool_call")), "<|tool_call>call:get_weather{city:" Q "Par") &&
+              strstr(str_of(g4_json_get(msg, "notice")), "incomplete") &&
+              !strcmp(str_of(g4_json_get(choice, "finish_reason")), "length") && !g4_json_get(msg, "tool_calls"),
+          "a cut-off call: notice and partial text");
+    g4_json_free(doc);
+    doc = respond("<|tool_call>call:f{}<tool_call|>", "length"); /* complete: no notice */
+    msg = g4_json_get(at(g4_json_get(doc, "choices"), 0), "message");
+    CHECK(!g4_json_get(msg, "notice") && g4_json_get(msg, "tool_calls"), "a complete call before the limit: no notice");
+    g4_json_free(doc);
+
     doc = respond("<|tool_call>call:f{a:}<tool_call|>", "length"); /* bad syntax: the text as it came */
     msg = g4_json_get(at(g4_json_get(doc, "choices"), 0), "message");
     CHECK(!strcmp(str_of(g4_json_get(msg, "content")), "<|tool_call>call:f{a:}<tool_call|>") &&
@@ -178,7 +312,11 @@ static void test_stream(void) {
     oai_stream st = {0};
     jw all = {0};
     const size_t n = strlen(tool_text);
-    for (size_t k = 0; k <= n; k++) oai_write_stream(&all, &st, &r, &meta, tool_text, k, k == n ? "stop" : NULL, &u);
+    for (size_t k = 0; k <= n; k++) {
+        oai_choice c = {.text = tool_text, .len = k, .finish = k == n ? "stop" : NULL};
+        oai_write_stream(&all, &st, &r, &meta, &c, &u);
+    }
+    oai_write_stream_end(&all, &r, &meta, &u);
     jw content = {0}, reasoning = {0};
     jw_cstr(&content, ""), jw_cstr(&reasoning, "");
     int events = 0, calls = 0, done = 0, usage = 0;
@@ -267,6 +405,8 @@ static void test_forced_call(void) {
           "forced start marked: %zu marks in %zu bytes", r.n_marks, np);
     oai_request_free(&r);
     CHECK(parse_status("{" ASK ",\"tools\":[],\"tool_choice\":\"required\"}", true) == 400, "required without tools");
+    CHECK(parse_status("{" ASK "," TOOLS ",\"tool_choice\":\"required\",\"grammar\":\"root ::= \\\"a\\\"\"}", true) == 400,
+          "a forced call with a grammar");
     CHECK(parse_status("{" ASK ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", true) == 400,
           "named function without tools");
 
@@ -343,6 +483,148 @@ static void test_share_batch(void) {
     CHECK(got[0] == 4 && got[1] == 3 && got[2] == 3 && got[3] == 2, "rotation: %d %d %d %d", got[0], got[1], got[2], got[3]);
 }
 
+/* Runs a completion body through the scheduler; the choices' texts, token
+ * logprobs and finish reasons. 0, or the error status. */
+typedef struct run_out {
+    jw text[OAI_MAX_N];
+    oai_logprobs lp[OAI_MAX_N];
+    const char *finish[OAI_MAX_N];
+    int n;
+} run_out;
+
+static int run_request(srv *sv, const oai_model *om, const char *body, run_out *o) {
+    oai_request r;
+    oai_error e;
+    memset(o, 0, sizeof *o);
+    if (oai_parse_request(body, strlen(body), false, om, &r, &e)) return oai_request_free(&r), e.status;
+    srv_job *jobs[OAI_MAX_N];
+    if (srv_submit(sv, &r, r.ids, r.n_ids, jobs, &e)) return oai_request_free(&r), e.status;
+    o->n = r.n_choices;
+    for (int i = 0; i < o->n; i++) {
+        oai_usage u;
+        jw_cstr(&o->text[i], "");
+        while (!srv_job_wait(jobs[i], &o->text[i], &o->lp[i], 100, &o->finish[i], &u, &e)) {
+        }
+        srv_job_release(jobs[i]);
+    }
+    oai_request_free(&r);
+    return e.status;
+}
+
+static void run_free(run_out *o) {
+    for (int i = 0; i < OAI_MAX_N; i++) jw_free(&o->text[i]), oai_logprobs_free(&o->lp[i]);
+}
+
+/* The scheduler with the e2b fixture model: logprobs equal a direct
+ * computation (gemma4_eval, then log-softmax by hand in double), n = 3
+ * greedy choices equal the single choice, logit_bias bans and forces. */
+static void test_scheduler(void) {
+    char path[1024], err[G4_ERR_LEN];
+    snprintf(path, sizeof path, "%s/models/e2b_q8_0.gguf", test_fixtures_dir());
+    gemma4_model *m = gemma4_load(path, err);
+    if (!m) {
+        SKIP("test_server_scheduler", "%s (sh tests/fixtures.sh)", err);
+        return;
+    }
+    const int32_t n_vocab = gemma4_n_vocab(m);
+    srv_params sp = {.n_parallel = 4, .n_ctx = 256, .n_threads = 2, .n_batch = 64, .queue_max = 8};
+    srv *sv = srv_new(m, &sp, err);
+    CHECK(sv != NULL, "srv_new: %s", err);
+    if (!sv) return gemma4_model_free(m);
+    oai_model om = {.sampling = gemma4_sampling_defaults(m), .n_vocab = n_vocab, .vocab = g4_model_vocab(m)};
+    run_out o;
+    int st = run_request(sv, &om, "{\"prompt\":[2,343,344,345],\"max_tokens\":5,\"temperature\":0,\"logprobs\":3}", &o);
+    CHECK(st == 0 && o.lp[0].n == 5, "logprobs of 5 tokens: status %d, %zu", st, o.lp[0].n);
+    const int32_t first = o.lp[0].n ? o.lp[0].v[0].tok.token : -1, second = o.lp[0].n ? o.lp[0].v[0].top[1].token : -1;
+    char single[256];
+    snprintf(single, sizeof single, "%s", o.text[0].s ? o.text[0].s : "");
+    run_free(&o);
+    /* the model is sure of its first pick (logprob near 0): with it banned
+     * the tokens picked have logprobs far from 0, which a wrong one would show */
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":[2,343,344,345],\"max_tokens\":5,\"temperature\":0,\"logprobs\":3,"
+                                "\"logit_bias\":{\"%d\":-100}}", first);
+    st = run_request(sv, &om, body, &o);
+    CHECK(st == 0 && o.lp[0].n == 5, "logprobs of 5 tokens, one banned: status %d, %zu", st, o.lp[0].n);
+
+    /* the same tokens fed directly, one at a time after the prompt */
+    gemma4_session *s = gemma4_session_new(m, &(gemma4_session_params){.n_ctx = 256, .n_threads = 2,
+                                                                        .type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16},
+                                           err);
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    int32_t prompt[4] = {2, 343, 344, 345};
+    int rc = s && logits ? gemma4_eval(s, prompt, 4, logits, false, err) : -1;
+    double worst = 0;
+    bool order_ok = true, greedy_ok = true;
+    for (size_t t = 0; rc == 0 && t < o.lp[0].n; t++) {
+        const oai_token_logprob *x = &o.lp[0].v[t];
+        double max = -INFINITY, sum = 0;
+        for (int32_t i = 0; i < n_vocab; i++) max = logits[i] > max ? logits[i] : max;
+        for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+        const double lse = max + log(sum);
+        int32_t best = first ? 0 : 1, top = 0; /* the argmax without the banned token, and with it */
+        for (int32_t i = 0; i < n_vocab; i++) {
+            if (i != first && logits[i] > logits[best]) best = i;
+            if (logits[i] > logits[top]) top = i;
+        }
+        greedy_ok &= x->tok.token == best;
+        double d = fabs(x->tok.logprob - ((double)logits[x->tok.token] - lse));
+        worst = d > worst ? d : worst;
+        for (int k = 0; k < x->n_top; k++) {
+            d = fabs(x->top[k].logprob - ((double)logits[x->top[k].token] - lse));
+            worst = d > worst ? d : worst;
+            if (k && x->top[k].logprob > x->top[k - 1].logprob) order_ok = false;
+        }
+        order_ok &= x->n_top == 3 && x->top[0].token == top; /* the model's own alternatives */
+        rc = gemma4_eval(s, &x->tok.token, 1, logits, false, err);
+    }
+    CHECK(rc == 0 && worst < 1e-3 && order_ok && greedy_ok,
+          "logprobs = direct log-softmax (worst %.2g), top sorted (%d), greedy picks the argmax (%d): %s", worst,
+          order_ok, greedy_ok, rc ? err : "");
+    gemma4_session_free(s);
+    free(logits);
+    run_free(&o);
+
+    st = run_request(sv, &om, "{\"prompt\":[2,343,344,345],\"max_tokens\":5,\"temperature\":0,\"n\":3}", &o);
+    CHECK(st == 0 && o.n == 3 && !strcmp(o.text[0].s, single) && !strcmp(o.text[1].s, single) &&
+              !strcmp(o.text[2].s, single),
+          "n = 3 greedy: '%s' '%s' '%s', single '%s'", o.n > 0 ? o.text[0].s : "", o.n > 1 ? o.text[1].s : "",
+          o.n > 2 ? o.text[2].s : "", single);
+    run_free(&o);
+    /* sampled: choice i is what a single request with seed 5 + i gives */
+    static const char sampled[] = "{\"prompt\":[2,343,344,345],\"max_tokens\":8,\"temperature\":2,\"top_p\":1,"
+                                  "\"top_k\":0,\"logit_bias\":{\"%d\":-100},\"seed\":%d,\"n\":%d}";
+    snprintf(body, sizeof body, sampled, first, 5, 3);
+    st = run_request(sv, &om, body, &o);
+    for (int i = 0; i < 3 && st == 0; i++) {
+        run_out one;
+        snprintf(body, sizeof body, sampled, first, 5 + i, 1);
+        int st1 = run_request(sv, &om, body, &one);
+        CHECK(st1 == 0 && o.n == 3 && !strcmp(o.text[i].s, one.text[0].s), "n = 3 sampled: choice %d '%s' = seed %d alone '%s'",
+              i, o.text[i].s, 5 + i, one.text[0].s);
+        run_free(&one);
+    }
+    CHECK(st == 0, "n = 3 sampled: status %d", st);
+    run_free(&o);
+
+    snprintf(body, sizeof body, "{\"prompt\":[2,343,344,345],\"max_tokens\":5,\"temperature\":0,\"logprobs\":0,"
+                                "\"logit_bias\":{\"%d\":-100}}", first);
+    st = run_request(sv, &om, body, &o);
+    bool absent = st == 0 && o.lp[0].n == 5;
+    for (size_t t = 0; absent && t < o.lp[0].n; t++) absent = o.lp[0].v[t].tok.token != first;
+    CHECK(absent, "logit_bias -100 bans token %d", first);
+    run_free(&o);
+    snprintf(body, sizeof body, "{\"prompt\":[2,343,344,345],\"max_tokens\":5,\"temperature\":0,\"logprobs\":0,"
+                                "\"logit_bias\":[[%d,100]]}", second);
+    st = run_request(sv, &om, body, &o);
+    bool forced = st == 0 && o.lp[0].n == 5;
+    for (size_t t = 0; forced && t < o.lp[0].n; t++) forced = o.lp[0].v[t].tok.token == second;
+    CHECK(forced, "logit_bias +100 forces token %d at every step", second);
+    run_free(&o);
+    srv_free(sv);
+    gemma4_model_free(m);
+}
+
 /* Writes raw bytes to one end of a socket pair and reads requests at the other. */
 static int read_raw(const char *raw, size_t max_body, http_req *q, int *status, int n_requests) {
     int sv[2];
@@ -382,7 +664,21 @@ static void test_http(void) {
         {"POST /a HTTP/1.1\r\nContent-Length: +2\r\n\r\nab", 400},
         {"POST /a HTTP/1.1\r\nContent-Length: 0x2\r\n\r\nab", 400},
         {"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
-        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5x\r\nhello\r\n0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n", 413},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n"
+         "0123456789012345678901234567890123456789012345678901234567890123\r\n30\r\n", 413},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffffff\r\n", 413},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 408},
+        {"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 408},
         {"NONSENSE\r\n\r\n", 400},
         {"GET / SPDY/3\r\n\r\n", 400},
         {"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400},
@@ -395,6 +691,29 @@ static void test_http(void) {
         CHECK(rc == -1 && status == bad[i].status, "case %zu: rc %d status %d, want %d", i, rc, status, bad[i].status);
         http_req_free(&q);
     }
+    /* a chunked body is the same request as its Content-Length twin */
+    rc = read_raw("POST /a HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nx-api-key: k2\r\nOrigin: http://o.test\r\n\r\n"
+                  "5\r\nhello\r\n6;name=value\r\n world\r\n0\r\nTrailer-Field: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+                  100, &q, &status, 1);
+    CHECK(rc == 1 && q.body_len == 11 && !strcmp(q.body, "hello world") && !strcmp(q.api_key, "k2") &&
+              !strcmp(q.origin, "http://o.test"),
+          "chunked body, x-api-key and Origin (rc %d, status %d)", rc, status);
+    http_req_free(&q);
+    rc = read_raw("POST /a HTTP/1.1\nTransfer-Encoding: chunked\n\nA\nhello worl\n1\nd\n0\n\nGET /next HTTP/1.1\r\n\r\n",
+                  100, &q, &status, 2);
+    CHECK(rc == 1 && !strcmp(q.path, "/next"), "after a chunked body (bare LFs) the next request is read (rc %d)", rc);
+    http_req_free(&q);
+    rc = read_raw("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0;x\r\n\r\n", 100, &q, &status, 1);
+    CHECK(rc == 1 && !q.body && q.body_len == 0, "only the last chunk: no body (rc %d)", rc);
+    http_req_free(&q);
+    char *many = malloc(100 * 8 + 200); /* 100 one-byte chunks: exactly the cap */
+    char *p = stpcpy(many, "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 100; i++) p += sprintf(p, "1\r\n%c\r\n", 'a' + i % 26);
+    strcpy(p, "0\r\n\r\n");
+    rc = read_raw(many, 100, &q, &status, 1);
+    CHECK(rc == 1 && q.body_len == 100 && q.body[26] == 'a' && q.body[99] == 'v', "100 chunks of one byte (rc %d)", rc);
+    http_req_free(&q);
+    free(many);
     char *huge = malloc(HTTP_MAX_HEAD + 100);
     memset(huge, 'a', HTTP_MAX_HEAD + 99);
     memcpy(huge, "GET / HTTP/1.1\r\nX: ", 19);
@@ -528,12 +847,15 @@ int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--slow-clients")) return slow_clients(atoi(argv[2]), atoi(argv[3]));
     test_json_write();
     test_requests();
+    test_sampling_fields();
+    test_logprobs_response();
     test_chat_render();
     test_response();
     test_stream();
     test_forced_call();
     test_call_guard();
     test_share_batch();
+    test_scheduler();
     test_http();
     test_http_deadlines();
     return test_summary("test_server");

@@ -1,7 +1,11 @@
 /* Gemma 4 chat format in plain C: renders a conversation into the prompt
  * text the model was trained on, and splits the model's output back into
- * reasoning, answer and tool calls. No template engine: the rules of
- * Google's Gemma 4 chat template are written out in tokenizer/chat.c.
+ * reasoning, answer and tool calls. Two renderers: the model's own Jinja
+ * template run by tokenizer/jinja.h (g4_chat_template_*, below), and a
+ * built-in one, the fallback, where the rules of Google's Gemma 4 chat
+ * template are written out in tokenizer/chat.c (g4_chat_format*; how it
+ * departs from the template the real vocabulary carries: docs/architecture.md
+ * §13).
  *
  * Prompt text and <bos>: g4_chat_format() returns the prompt WITHOUT the
  * leading "<bos>" that the Jinja template prints. Tokenize it with
@@ -160,6 +164,52 @@ typedef struct g4_vocab g4_vocab;
  * or -1 with err set. */
 int64_t g4_chat_tokenize(const g4_vocab *v, const char *prompt, size_t len, const g4_chat_span *marks, size_t n_marks,
                          bool add_special, int32_t **ids, char *err);
+
+/* ---- the model's own template ----------------------------------------
+ * A Jinja chat template (tokenizer.chat_template of a GGUF, or a file given
+ * by the user) run by the interpreter of tokenizer/jinja.h, with the
+ * variables Hugging Face transformers passes: messages, tools (None when
+ * there are none), add_generation_prompt, enable_thinking, bos_token
+ * "<bos>", eos_token "<eos>", and the members of a kwargs JSON object
+ * (chat_template_kwargs, which override the others). */
+typedef struct g4_chat_template g4_chat_template;
+
+/* Parses source[0..len); NULL with err = "chat template: line N: ...". */
+g4_chat_template *g4_chat_template_new(const char *source, size_t len, char *err);
+void g4_chat_template_free(g4_chat_template *t);
+typedef struct g4_gguf_file g4_gguf_file;
+/* The template a GGUF carries (tokenizer.chat_template), parsed: 0 with *t
+ * set, or with *t NULL when the file has none (use the built-in renderer);
+ * -1 with err set when it is there but not a valid template. */
+int g4_chat_template_from_gguf(const g4_gguf_file *f, g4_chat_template **t, char *err);
+
+/* Renders msgs[0..n) (opts may be NULL; its empty_thought_channel is not
+ * used: the template decides) with the extra variables of kwargs_json (a
+ * JSON object, or NULL). Messages reach the template as OpenAI-style dicts:
+ * role, content ("" when NULL), reasoning_content, tool_calls [{id, type
+ * "function", function {name, arguments (an object)}}], tool_call_id, name;
+ * tools as [{type "function", function {name, description, parameters}}].
+ * A tool message's response value is not passed, its content text is. No
+ * checks of roles or their order: the template decides (it may refuse with
+ * raise_exception). Returns the prompt (malloc'd, NUL-terminated) WITHOUT the leading "<bos>"
+ * the template prints, like g4_chat_format. When data is not NULL, *data
+ * (malloc'd, in order, NULL when none) gets the byte ranges of the prompt
+ * that came from messages, tools or kwargs: pass them to
+ * g4_chat_control_marks. NULL with err set on a template error (including
+ * its raise_exception) or bad kwargs. */
+char *g4_chat_template_render(const g4_chat_template *t, const g4_chat_msg *msgs, size_t n, const g4_chat_opts *opts,
+                              const char *kwargs_json, g4_chat_span **data, size_t *n_data, char *err);
+
+/* The marks g4_chat_tokenize wants for a rendered prompt: every occurrence
+ * of a control token's text that lies wholly outside data[0..n_data) (the
+ * template's own text), leftmost-longest. *marks malloc'd (NULL when none);
+ * 0, or -1 with err set. */
+int g4_chat_control_marks(const g4_vocab *v, const char *prompt, size_t len, const g4_chat_span *data, size_t n_data,
+                          g4_chat_span **marks, size_t *n_marks, char *err);
+
+struct g4_json;
+/* A JSON tree (gguf/json.h) as a value; NULL when out of memory. */
+g4_chat_value *g4_chat_value_from_json(const struct g4_json *j);
 
 /* The model's output split into its parts. */
 typedef struct g4_chat_output {

@@ -32,6 +32,11 @@ size_t *g4_chat_sorted_keys(const g4_chat_value *obj, g4_chat_buf *b);
 /* Jinja truthiness: null, false, 0, "" and empty containers are false. */
 bool g4_chat_truthy(const g4_chat_value *v);
 
+/* Python's repr of a float (what Jinja prints): the shortest digits that
+ * read back to the same double, positional for exponents -4..15 with at
+ * least one decimal, else d.ddde+XX; nan, inf, -inf. */
+void g4_chat_write_float(g4_chat_buf *b, double f);
+
 /* A value in Gemma 4 syntax (the template's format_argument): strings in
  * <|"|>, numbers as Python prints them, objects with sorted keys, quoted
  * with <|"|> only when quote_keys. */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf/json.h"
 #include "tokenizer/chat_internal.h"
 
 static g4_chat_value *value_new(g4_chat_value_type type) {
@@ -195,10 +196,7 @@ size_t *g4_chat_sorted_keys(const g4_chat_value *obj, g4_chat_buf *b) {
     return order;
 }
 
-/* Python's repr of a float (what Jinja prints): the shortest digits that
- * read back to the same double, positional for exponents -4..15 with at
- * least one decimal, else d.ddde+XX. */
-static void write_float(g4_chat_buf *b, double f) {
+void g4_chat_write_float(g4_chat_buf *b, double f) {
     if (isnan(f) || isinf(f)) {
         g4_chat_buf_str(b, isnan(f) ? "nan" : f < 0 ? "-inf" : "inf");
         return;
@@ -257,7 +255,7 @@ void g4_chat_write_value(g4_chat_buf *b, const g4_chat_value *v, bool quote_keys
         snprintf(num, sizeof num, "%lld", (long long)v->i);
         g4_chat_buf_str(b, num);
         break;
-    case G4_CHAT_FLOAT: write_float(b, v->f); break;
+    case G4_CHAT_FLOAT: g4_chat_write_float(b, v->f); break;
     case G4_CHAT_STRING:
         g4_chat_buf_mark(b, G4_CHAT_QUOTE);
         g4_chat_buf_add(b, v->str, v->len);
@@ -290,4 +288,29 @@ void g4_chat_write_members(g4_chat_buf *b, const g4_chat_value *obj, bool quote_
         g4_chat_write_value(b, obj->items[order[k]], quote_keys);
     }
     free(order);
+}
+
+g4_chat_value *g4_chat_value_from_json(const g4_json *j) {
+    g4_chat_value *v = NULL;
+    switch (j->type) {
+    case G4_JSON_NULL: return g4_chat_null();
+    case G4_JSON_BOOL: return g4_chat_bool(j->boolean);
+    case G4_JSON_NUMBER: return j->is_int ? g4_chat_int(j->integer) : g4_chat_float(j->number);
+    case G4_JSON_STRING: return g4_chat_string(j->str, j->len);
+    case G4_JSON_ARRAY:
+        if (!(v = g4_chat_array())) return NULL;
+        for (size_t k = 0; k < j->len; k++) {
+            g4_chat_value *item = g4_chat_value_from_json(&j->items[k]);
+            if (!item || g4_chat_array_push(v, item)) return g4_chat_value_free(v), NULL;
+        }
+        return v;
+    case G4_JSON_OBJECT:
+        if (!(v = g4_chat_object())) return NULL;
+        for (size_t k = 0; k < j->len; k++) {
+            g4_chat_value *item = g4_chat_value_from_json(&j->items[k]);
+            if (!item || g4_chat_object_set(v, j->keys[k].str, item)) return g4_chat_value_free(v), NULL;
+        }
+        return v;
+    }
+    return NULL;
 }

@@ -64,13 +64,68 @@ char *cli_read_input(const char *path, size_t *len) {
     return buf;
 }
 
+int64_t cli_parse_ids(const char *list, int32_t **ids) {
+    const size_t cap = strlen(list) / 2 + 1; /* each id takes a digit and a comma */
+    *ids = malloc(cap * sizeof **ids);
+    int64_t n = 0;
+    for (const char *p = list; *ids && *p && (size_t)n < cap;) {
+        char *end;
+        const long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ',')) break;
+        (*ids)[n++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+        if (!*p) return n;
+    }
+    free(*ids);
+    *ids = NULL;
+    return -1;
+}
+
+/* The command line's --no-mmap and --mlock: one process loads with one
+ * set of options, whatever command parsed them. */
+static struct {
+    bool no_mmap, mlock;
+} load_options;
+
+bool cli_load_option(const char *arg) {
+    bool *flag = !strcmp(arg, "--no-mmap") ? &load_options.no_mmap : !strcmp(arg, "--mlock") ? &load_options.mlock : NULL;
+    if (flag) *flag = true;
+    return flag != NULL;
+}
+
 gemma4_model *cli_load(const char *path, char *err) {
     const char *isa = getenv("GEMMA4_ISA"), *repack = getenv("GEMMA4_REPACK");
     /* g4_kernels_select names the fallback for a name this CPU cannot run,
      * so a typo costs speed, not the run */
     const gemma4_load_params p = {.isa = isa && *isa ? g4_kernels_select(isa)->isa : NULL,
-                                  .no_repack = repack && !strcmp(repack, "0")};
+                                  .no_repack = repack && !strcmp(repack, "0"),
+                                  .no_mmap = load_options.no_mmap,
+                                  .mlock = load_options.mlock};
     return gemma4_load_ex(path, &p, err);
+}
+
+#ifndef G4_VERSION
+#define G4_VERSION "unknown" /* the Makefile passes its VERSION */
+#endif
+
+void cli_print_version(void) {
+    printf("gemma4 %s\n", G4_VERSION);
+#if defined(__clang__)
+    printf("built with clang %s", __clang_version__);
+#elif defined(__GNUC__)
+    printf("built with gcc %s", __VERSION__);
+#else
+    printf("built with an unknown compiler");
+#endif
+    printf(" for %s; kernels: %s (the best this CPU runs)\n",
+#if defined(__x86_64__)
+           "x86_64",
+#elif defined(__aarch64__)
+           "aarch64",
+#else
+           "another architecture",
+#endif
+           g4_kernels_active()->isa);
 }
 
 /* One line per token: the node name, its size, sum, RMS and first values. */

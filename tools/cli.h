@@ -2,6 +2,7 @@
 #ifndef G4_CLI_H
 #define G4_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,15 @@ char *cli_read_input(const char *path, size_t *len);
  *   GEMMA4_REPACK=0                     keep weights zero-copy in the mapping
  *   GEMMA4_DUMP=1 (not 0)               every intermediate vector to stderr */
 gemma4_model *cli_load(const char *path, char *err);
+/* "1,2,3" -> token ids (malloc'd): the count, or -1 (and *ids NULL) for
+ * anything but a comma-separated list of non-negative 32-bit integers. */
+int64_t cli_parse_ids(const char *list, int32_t **ids);
+/* llama.cpp's --no-mmap and --mlock, which every command that loads a model
+ * takes (gemma4_load_params.no_mmap, .mlock): true when arg is one of them,
+ * and cli_load honours it from then on. */
+bool cli_load_option(const char *arg);
+/* "gemma4 VERSION" and how it was built, on stdout (--version). */
+void cli_print_version(void);
 /* Sets sp->dump to the stderr printer when GEMMA4_DUMP asks for it. */
 void cli_session_env(gemma4_session_params *sp);
 

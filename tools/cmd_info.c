@@ -12,7 +12,8 @@ static void usage(FILE *out) {
                  "  -m FILE   model (GGUF)\n"
                  "  -c CTX    context positions to size the KV cache for (default: the model's)\n"
                  "  -ctk TYPE KV cache type of K: f32, f16, q8_0 (default: f16, as run and chat)\n"
-                 "  -ctv TYPE KV cache type of V (default: f16)\n");
+                 "  -ctv TYPE KV cache type of V (default: f16)\n"
+                 "  --no-mmap, --mlock  read the model into memory; lock it in RAM\n");
 }
 
 static double gib(uint64_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
@@ -33,6 +34,7 @@ int cmd_info(int argc, char **argv) {
     gemma4_session_params sp = {.type_k = GEMMA4_KV_F16, .type_v = GEMMA4_KV_F16};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return usage(stdout), 0;
+        if (cli_load_option(argv[i])) continue; /* --no-mmap, --mlock */
         if (i + 1 >= argc) return fprintf(stderr, "gemma4 info: %s needs a value\n", argv[i]), 2;
         if (!strcmp(argv[i], "-m")) model = argv[++i];
         else if (!strcmp(argv[i], "-c")) { if (cli_int(argv[++i], 1, INT32_MAX, &n_ctx, "-c")) return 2; }

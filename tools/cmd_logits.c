@@ -17,30 +17,9 @@ static void usage(FILE *out) {
             "  -o OUT          output file, '-' for stdout\n"
             "  --ubatch N      tokens per forward call; 1 = the decode path (default: all at once)\n"
             "  -t N            threads (default: number of cores)\n"
+            "  --no-mmap, --mlock  read the model into memory; lock it in RAM\n"
             "  -ctk TYPE       KV cache type of K: f32, f16, q8_0 (default: f32, the fixtures' setting)\n"
             "  -ctv TYPE       KV cache type of V (default: f32)\n");
-}
-
-/* Parses "1,2,3" into a malloc'd array. */
-static int64_t parse_ids(const char *list, int32_t **ids) {
-    int64_t n = 0, cap = 16;
-    *ids = malloc((size_t)cap * sizeof **ids);
-    for (const char *p = list; *ids && *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ',')) break;
-        if (n == cap) {
-            int32_t *g = realloc(*ids, (size_t)(cap *= 2) * sizeof **ids);
-            if (!g) break;
-            *ids = g;
-        }
-        (*ids)[n++] = (int32_t)v;
-        p = *end ? end + 1 : end;
-        if (!*p) return n;
-    }
-    free(*ids);
-    *ids = NULL;
-    return -1;
 }
 
 int cmd_logits(int argc, char **argv) {
@@ -50,6 +29,7 @@ int cmd_logits(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 0;
+        if (cli_load_option(a)) continue; /* --no-mmap, --mlock */
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return fprintf(stderr, "gemma4 logits: %s needs a value\n", a), 2;
         i++;
@@ -72,7 +52,7 @@ int cmd_logits(int argc, char **argv) {
     gemma4_model *m = cli_load(model, err);
     if (!m) return fprintf(stderr, "%s\n", err), 1;
     int32_t *ids = NULL;
-    int64_t n = tokens ? parse_ids(tokens, &ids) : g4_tokenize(g4_model_vocab(m), text, strlen(text), true, true, &ids, err);
+    int64_t n = tokens ? cli_parse_ids(tokens, &ids) : g4_tokenize(g4_model_vocab(m), text, strlen(text), true, true, &ids, err);
     int rc = 1;
     gemma4_session *s = NULL;
     float *logits = NULL;

@@ -259,7 +259,8 @@ static void usage(FILE *out) {
             "  --kl-divergence            instead read OUT (its tokens; -f not needed) and report\n"
             "                             mean KL divergence, its 99th percentile and the share of\n"
             "                             positions with the same most likely token (Same top p)\n"
-            "  --chunks N                 only the first N chunks\n");
+            "  --chunks N                 only the first N chunks\n"
+            "  --no-mmap, --mlock         read the model into memory; lock it in RAM\n");
 }
 
 int cmd_perplexity(int argc, char **argv) {
@@ -271,6 +272,7 @@ int cmd_perplexity(int argc, char **argv) {
             p.kld = true;
             continue;
         }
+        if (cli_load_option(a)) continue; /* --no-mmap, --mlock */
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return fprintf(stderr, "gemma4 perplexity: %s needs a value\n", a), usage(stderr), 2;
         i++;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 static const struct {
@@ -12,6 +13,7 @@ static const struct {
     {"run", cmd_run, "generate text from a prompt"},
     {"chat", cmd_chat, "interactive multi-turn chat"},
     {"logits", cmd_logits, "write raw logits of every position"},
+    {"draft", cmd_draft, "an MTP drafter's logits after a prompt (compare with llama.cpp)"},
     {"info", cmd_info, "per-layer table and memory a model needs"},
     {"tokenize", cmd_tokenize, "text -> token ids"},
     {"detokenize", cmd_detokenize, "token ids -> text"},
@@ -31,6 +33,10 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    /* --version alone, or as a command's only option (the commands that
+     * parse options themselves also take it anywhere) */
+    if ((argc == 2 || argc == 3) && !strcmp(argv[argc - 1], "--version"))
+        return cli_print_version(), 0;
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return argc < 2 ? 1 : 0;

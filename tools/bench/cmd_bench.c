@@ -16,6 +16,7 @@
 #include "gemma4_internal.h"
 #include "kernels/kernels.h"
 #include "tools/bench/bench_report.h"
+#include "tools/bench/cmd_bench_spec.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/bench/membw.h"
@@ -30,6 +31,7 @@ typedef struct opts {
     int32_t threads[MAX_THREAD_COUNTS];
     int n_threads;
     bool json;
+    bench_spec_opts spec; /* n_lens > 0: the speculative comparison instead */
 } opts;
 
 static void usage(FILE *out) {
@@ -39,9 +41,30 @@ static void usage(FILE *out) {
                  "  -n N      tokens of the tg test, one eval each (default 128; 0 = skip)\n"
                  "  -r N      timed repetitions after one warm-up (default 5, at most %d)\n"
                  "  -t LIST   thread counts, e.g. 1,2 (default: number of cores)\n"
+                 "  --no-mmap, --mlock  read the model into memory; lock it in RAM\n"
                  "  -o FMT    md (table, default) or json (array of llama-bench style objects)\n"
+                 "  --draft-max LIST  instead: greedy decoding of -n tokens with speculation,\n"
+                 "            these draft lengths (e.g. 2,4,8), against plain decoding\n"
+                 "  --draft SRC  lookup (prompt lookup), oracle (always right) or all (default)\n"
+                 "  -md FILE  also an MTP drafter (--model-draft)\n"
                  "GEMMA4_ISA=scalar|avx2|avx512|neon picks the kernels.\n",
             BENCH_MAX_REPS);
+}
+
+/* "2,4,8" into the draft lengths */
+static int parse_lens(const char *v, bench_spec_opts *o) {
+    for (o->n_lens = 0; o->n_lens < BENCH_SPEC_MAX_LENS;) {
+        char num[16];
+        size_t len = strcspn(v, ",");
+        if (len >= sizeof num) len = sizeof num - 1;
+        memcpy(num, v, len);
+        num[len] = 0;
+        if (cli_int(num, 1, GEMMA4_DRAFT_CAP, &o->draft_max[o->n_lens++], "--draft-max")) return -1;
+        v += strcspn(v, ",");
+        if (!*v++) return 0;
+    }
+    fprintf(stderr, "gemma4 bench: --draft-max: at most %d lengths\n", BENCH_SPEC_MAX_LENS);
+    return -1;
 }
 
 static int parse_threads(const char *v, opts *o) {
@@ -63,10 +86,11 @@ static int parse_threads(const char *v, opts *o) {
 
 /* 0, 1 for --help, 2 for a usage error */
 static int parse(int argc, char **argv, opts *o) {
-    *o = (opts){.n_prompt = 512, .n_gen = 128, .reps = 5};
+    *o = (opts){.n_prompt = 512, .n_gen = 128, .reps = 5, .spec = {.lookup = true, .oracle = true}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 1;
+        if (cli_load_option(a)) continue; /* --no-mmap, --mlock */
         if (i + 1 >= argc) return fprintf(stderr, "gemma4 bench: %s needs a value\n", a), 2;
         const char *v = argv[++i];
         if (!strcmp(a, "-m")) o->model = v;
@@ -74,6 +98,14 @@ static int parse(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "-n")) { if (cli_int(v, 0, 1 << 20, &o->n_gen, "-n")) return 2; }
         else if (!strcmp(a, "-r")) { if (cli_int(v, 1, BENCH_MAX_REPS, &o->reps, "-r")) return 2; }
         else if (!strcmp(a, "-t")) { if (parse_threads(v, o)) return 2; }
+        else if (!strcmp(a, "--draft-max")) { if (parse_lens(v, &o->spec)) return 2; }
+        else if (!strcmp(a, "-md") || !strcmp(a, "--model-draft")) o->spec.drafter = v;
+        else if (!strcmp(a, "--draft")) {
+            if (strcmp(v, "lookup") && strcmp(v, "oracle") && strcmp(v, "all"))
+                return fprintf(stderr, "gemma4 bench: bad value for --draft: '%s' (expected lookup, oracle or all)\n", v), 2;
+            o->spec.lookup = strcmp(v, "oracle") != 0;
+            o->spec.oracle = strcmp(v, "lookup") != 0;
+        }
         else if (!strcmp(a, "-o")) {
             if (strcmp(v, "md") && strcmp(v, "json"))
                 return fprintf(stderr, "gemma4: bad value for -o: '%s' (expected md or json)\n", v), 2;
@@ -83,6 +115,8 @@ static int parse(int argc, char **argv, opts *o) {
     if (!o->model) return fprintf(stderr, "gemma4 bench: -m FILE is required\n"), 2;
     if (o->n_prompt + o->n_gen == 0) return fprintf(stderr, "gemma4 bench: -p and -n are both 0\n"), 2;
     if (!o->n_threads) o->threads[o->n_threads++] = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o->spec.n_lens && o->n_gen < 2) return fprintf(stderr, "gemma4 bench: --draft-max needs -n 2 or more\n"), 2;
+    o->spec.n_gen = o->n_gen, o->spec.reps = o->reps;
     return 0;
 }
 
@@ -156,6 +190,11 @@ int cmd_bench(int argc, char **argv) {
     char err[G4_ERR_LEN];
     gemma4_model *m = cli_load(o.model, err);
     if (!m) return fprintf(stderr, "%s\n", err), 1;
+    if (o.spec.n_lens) {
+        const int status = bench_spec_run(m, o.model, o.threads, o.n_threads, &o.spec);
+        gemma4_model_free(m);
+        return status;
+    }
     const char *isa = g4_kernels_active()->isa;
     const double ghz = bench_measure_ghz();
     double membw[MAX_THREAD_COUNTS];

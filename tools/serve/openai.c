@@ -12,12 +12,15 @@
  * oai_call_guard. */
 #include "tools/serve/openai.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tokenizer/chat.h"
+#include "tokenizer/grammar.h"
+#include "tokenizer/tokenizer.h"
 
 #define G4_QUOTE "<|\"|>" /* the string quote token of Gemma 4 arguments */
 
@@ -43,32 +46,6 @@ void oai_write_error(jw *w, const oai_error *e) {
 }
 
 /* ---------------------------------------------------------------- values */
-
-/* JSON (parsed) -> chat value; NULL when out of memory. */
-static g4_chat_value *to_value(const g4_json *j) {
-    g4_chat_value *v = NULL;
-    switch (j->type) {
-    case G4_JSON_NULL: return g4_chat_null();
-    case G4_JSON_BOOL: return g4_chat_bool(j->boolean);
-    case G4_JSON_NUMBER: return j->is_int ? g4_chat_int(j->integer) : g4_chat_float(j->number);
-    case G4_JSON_STRING: return g4_chat_string(j->str, j->len);
-    case G4_JSON_ARRAY:
-        if (!(v = g4_chat_array())) return NULL;
-        for (size_t i = 0; i < j->len; i++) {
-            g4_chat_value *item = to_value(&j->items[i]);
-            if (!item || g4_chat_array_push(v, item)) return g4_chat_value_free(v), NULL;
-        }
-        return v;
-    case G4_JSON_OBJECT:
-        if (!(v = g4_chat_object())) return NULL;
-        for (size_t i = 0; i < j->len; i++) {
-            g4_chat_value *item = to_value(&j->items[i]);
-            if (!item || g4_chat_object_set(v, j->keys[i].str, item)) return g4_chat_value_free(v), NULL;
-        }
-        return v;
-    }
-    return NULL;
-}
 
 void oai_write_value(jw *w, const g4_chat_value *v) {
     switch (v->type) {
@@ -225,7 +202,7 @@ static int get_tool_calls(conv *c, const g4_json *msg, g4_chat_msg *out, size_t 
             g4_json_free(parsed);
             return oai_error_set(e, 400, "messages[%zu].tool_calls[%zu].function.arguments must be an object", im, k), -1;
         }
-        if (args && args->type == G4_JSON_OBJECT && !(calls[k].args = keep_val(c, to_value(args)))) {
+        if (args && args->type == G4_JSON_OBJECT && !(calls[k].args = keep_val(c, g4_chat_value_from_json(args)))) {
             g4_json_free(parsed);
             return OOM(e);
         }
@@ -262,7 +239,7 @@ static int get_message(conv *c, const g4_json *msg, g4_chat_msg *out, size_t im,
     out->name = name ? name->str : NULL;
     char jerr[G4_ERR_LEN];
     g4_json *parsed = out->content ? g4_json_parse(out->content, strlen(out->content), "content", jerr) : NULL;
-    if (parsed && parsed->type == G4_JSON_OBJECT && !(out->response = keep_val(c, to_value(parsed)))) {
+    if (parsed && parsed->type == G4_JSON_OBJECT && !(out->response = keep_val(c, g4_chat_value_from_json(parsed)))) {
         g4_json_free(parsed);
         return OOM(e);
     }
@@ -311,7 +288,7 @@ static int get_tools(conv *c, const g4_json *body, bool *forced, const char **on
         g4_chat_tool *t = &c->tools[c->n_tools++];
         t->name = name->str;
         t->description = desc ? desc->str : NULL;
-        if (params && params->type == G4_JSON_OBJECT && !(t->parameters = keep_val(c, to_value(params)))) return OOM(e);
+        if (params && params->type == G4_JSON_OBJECT && !(t->parameters = keep_val(c, g4_chat_value_from_json(params)))) return OOM(e);
     }
     if (*only && !c->n_tools) return oai_error_set(e, 400, "'tool_choice' names '%.64s', which is not in tools", *only), -1;
     return 0;
@@ -356,6 +333,35 @@ static int force_call(const conv *c, const char *only, oai_request *r, oai_error
     return 0;
 }
 
+/* The prompt by the model's own template, with the server's kwargs and the
+ * request's over them; control-token text counts as a marker only where
+ * the template itself wrote it. 0, or -1 with e set. */
+static int render_template(const conv *c, const oai_model *m, const g4_json *kwargs, const g4_chat_opts *opts,
+                           oai_request *r, oai_error *e) {
+    g4_chat_value *all = g4_chat_object();
+    const g4_json *layers[2] = {m->kwargs, kwargs};
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; all && layers[l] && i < layers[l]->len; i++)
+            if (g4_chat_object_set(all, layers[l]->keys[i].str, g4_chat_value_from_json(&layers[l]->items[i])))
+                g4_chat_value_free(all), all = NULL;
+    jw text = {0};
+    if (all) oai_write_value(&text, all);
+    g4_chat_value_free(all);
+    if (!all || text.oom) return jw_free(&text), OOM(e);
+    char err[G4_ERR_LEN];
+    g4_chat_span *data = NULL;
+    size_t n_data = 0;
+    r->prompt = g4_chat_template_render(m->tmpl, c->msgs, c->n_msgs, opts, text.s, &data, &n_data, err);
+    jw_free(&text);
+    int rc = 0;
+    if (!r->prompt) rc = -1, oai_error_set(e, 400, "%s", err);
+    else if (m->vocab && g4_chat_control_marks(m->vocab, r->prompt, strlen(r->prompt), data, n_data, &r->marks,
+                                               &r->n_marks, err))
+        rc = -1, oai_error_set(e, 500, "%s", err);
+    free(data);
+    return rc;
+}
+
 int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai_error *e) {
     conv c = {0};
     int rc = -1;
@@ -367,7 +373,11 @@ int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai
     if (!msgs->len) return oai_error_set(e, 400, "'messages' must not be empty"), -1;
     g4_chat_opts opts = {.add_generation_prompt = true, .empty_thought_channel = m->empty_thought_channel};
     const g4_json *kwargs = get_typed(body, "chat_template_kwargs", G4_JSON_OBJECT, e);
-    if (e->status || get_bool(kwargs, "enable_thinking", &opts.enable_thinking, e)) return -1;
+    if (e->status) return -1;
+    /* the server's kwargs, then the request's over them */
+    const g4_json *think = g4_json_get_type(m->kwargs, "enable_thinking", G4_JSON_BOOL);
+    if (think) opts.enable_thinking = think->boolean;
+    if (get_bool(kwargs, "enable_thinking", &opts.enable_thinking, e)) return -1;
     if (!(c.msgs = calloc(msgs->len, sizeof *c.msgs))) return OOM(e);
     for (c.n_msgs = 0; c.n_msgs < msgs->len; c.n_msgs++)
         if (get_message(&c, &msgs->items[c.n_msgs], &c.msgs[c.n_msgs], c.n_msgs, e)) goto done;
@@ -377,8 +387,9 @@ int oai_render_chat(const g4_json *body, const oai_model *m, oai_request *r, oai
     opts.tools = c.tools;
     opts.n_tools = c.n_tools;
     char err[G4_ERR_LEN];
-    if (!(r->prompt = g4_chat_format_marked(c.msgs, c.n_msgs, &opts, &r->marks, &r->n_marks, err))) {
-        oai_error_set(e, 400, "%s", err);
+    if (m->tmpl ? render_template(&c, m, kwargs, &opts, r, e)
+                : !(r->prompt = g4_chat_format_marked(c.msgs, c.n_msgs, &opts, &r->marks, &r->n_marks, err))) {
+        if (!e->status) oai_error_set(e, 400, "%s", err);
         goto done;
     }
     static const char open_thought[] = "<|channel>thought\n";
@@ -425,23 +436,165 @@ static int get_prompt(const g4_json *body, const oai_model *m, oai_request *r, o
     return 0;
 }
 
-static int get_sampling(const g4_json *body, oai_request *r, oai_error *e) {
-    double temp = r->sampling.temperature, top_p = r->sampling.top_p, min_p = r->sampling.min_p, ignored = 0;
-    int64_t top_k = r->sampling.top_k, seed = -1, max_tokens = -1, n = 1;
+/* logit_bias: OpenAI's object {"token id": bias}, or llama.cpp's array of
+ * [id, bias] pairs where a bias of false bans the token. Biases are
+ * -100..100 as OpenAI's; -100 bans (the logit becomes -inf). */
+static int get_logit_bias(const g4_json *body, const oai_model *m, oai_request *r, oai_error *e) {
+    const g4_json *lb = g4_json_get(body, "logit_bias");
+    if (!lb || lb->type == G4_JSON_NULL) return 0;
+    if (lb->type != G4_JSON_OBJECT && lb->type != G4_JSON_ARRAY)
+        return oai_error_set(e, 400, "'logit_bias' must be an object of token id -> bias"), -1;
+    if (lb->len > OAI_MAX_LOGIT_BIAS) return oai_error_set(e, 400, "'logit_bias' has more than %d entries", OAI_MAX_LOGIT_BIAS), -1;
+    if (lb->len && !(r->bias = calloc(lb->len, sizeof *r->bias))) return OOM(e);
+    for (size_t i = 0; i < lb->len; i++) {
+        const g4_json *id_v = NULL, *bias_v = &lb->items[i];
+        long long id = -1;
+        char *end = NULL;
+        if (lb->type == G4_JSON_OBJECT) {
+            const char *k = lb->keys[i].str;
+            if (*k >= '0' && *k <= '9') id = strtoll(k, &end, 10);
+            if (!end || *end || id >= m->n_vocab)
+                return oai_error_set(e, 400, "logit_bias: '%.40s' is not a token id (0..%d)", k, m->n_vocab - 1), -1;
+        } else {
+            const g4_json *pair = &lb->items[i];
+            id_v = pair->type == G4_JSON_ARRAY && pair->len == 2 ? &pair->items[0] : NULL;
+            bias_v = id_v ? &pair->items[1] : NULL;
+            if (!id_v || id_v->type != G4_JSON_NUMBER || !id_v->is_int || id_v->integer < 0 || id_v->integer >= m->n_vocab)
+                return oai_error_set(e, 400, "logit_bias[%zu] must be [token id (0..%d), bias]", i, m->n_vocab - 1), -1;
+            id = id_v->integer;
+        }
+        float bias;
+        if (bias_v->type == G4_JSON_BOOL && !bias_v->boolean) bias = -INFINITY;
+        else if (bias_v->type == G4_JSON_NUMBER && bias_v->number >= -100 && bias_v->number <= 100)
+            bias = bias_v->number <= -100 ? -INFINITY : (float)bias_v->number;
+        else return oai_error_set(e, 400, "logit_bias for token %lld must be a number from -100 to 100", id), -1;
+        r->bias[i] = (gemma4_logit_bias){(int32_t)id, bias};
+    }
+    r->sampling.logit_bias = r->bias;
+    r->sampling.n_logit_bias = (int32_t)lb->len;
+    return 0;
+}
+
+/* logprobs: chat {"logprobs": true, "top_logprobs": N}; completions
+ * {"logprobs": N} (N alternatives, 0 for the picked token alone). */
+static int get_logprobs(const g4_json *body, bool chat, oai_request *r, oai_error *e) {
+    const g4_json *lp = g4_json_get(body, "logprobs");
+    int64_t top = 0;
+    if (lp && lp->type == G4_JSON_BOOL) r->logprobs = lp->boolean;
+    else if (!chat && lp && lp->type == G4_JSON_NUMBER) {
+        if (get_int(body, "logprobs", 0, OAI_MAX_TOP_LOGPROBS, &top, e)) return -1;
+        r->logprobs = true;
+    } else if (lp && lp->type != G4_JSON_NULL) {
+        return oai_error_set(e, 400, chat ? "'logprobs' must be a boolean" : "'logprobs' must be an integer"), -1;
+    }
+    const g4_json *tl = g4_json_get(body, "top_logprobs");
+    if (tl && tl->type != G4_JSON_NULL) {
+        if (get_int(body, "top_logprobs", 0, OAI_MAX_TOP_LOGPROBS, &top, e)) return -1;
+        if (!r->logprobs) return oai_error_set(e, 400, "'top_logprobs' needs 'logprobs' set"), -1;
+    }
+    r->top_logprobs = (int32_t)top;
+    return 0;
+}
+
+/* The grammar of a JSON Schema (text of the schema object). */
+static int schema_grammar(const g4_json *schema, const char *where, oai_request *r, oai_error *e) {
+    jw text = {0};
+    g4_chat_value *v = g4_chat_value_from_json(schema);
+    if (v) oai_write_value(&text, v);
+    g4_chat_value_free(v);
+    if (!v || text.oom) return jw_free(&text), OOM(e);
+    char err[G4_ERR_LEN];
+    r->grammar = g4_json_schema_to_gbnf(text.s, text.len, err);
+    jw_free(&text);
+    if (!r->grammar) return oai_error_set(e, 400, "%s: %s", where, err), -1;
+    return 0;
+}
+
+/* response_format ({"type": "text" | "json_object" | "json_schema"}), and
+ * llama.cpp's "grammar" (GBNF) and "json_schema" fields: at most one. */
+static int get_constraint(const g4_json *body, oai_request *r, oai_error *e) {
+    const g4_json *rf = get_typed(body, "response_format", G4_JSON_OBJECT, e);
+    const g4_json *gbnf = e->status ? NULL : get_typed(body, "grammar", G4_JSON_STRING, e);
+    const g4_json *js = e->status ? NULL : get_typed(body, "json_schema", G4_JSON_OBJECT, e);
+    if (e->status) return -1;
+    const g4_json *type = rf ? g4_json_get_type(rf, "type", G4_JSON_STRING) : NULL;
+    if (rf && !type) return oai_error_set(e, 400, "'response_format.type' must be a string"), -1;
+    const bool text = !type || !strcmp(type->str, "text");
+    if (!text + !!gbnf + !!js > 1)
+        return oai_error_set(e, 400, "give one of 'response_format', 'grammar' and 'json_schema'"), -1;
+    if (gbnf) {
+        if (strlen(gbnf->str) != gbnf->len) return oai_error_set(e, 400, "'grammar' contains a NUL byte"), -1;
+        return (r->grammar = strdup(gbnf->str)) ? 0 : OOM(e);
+    }
+    if (js) return schema_grammar(js, "json_schema", r, e);
+    if (text) return 0;
+    if (!strcmp(type->str, "json_object")) {
+        const g4_json *schema = get_typed(rf, "schema", G4_JSON_OBJECT, e); /* llama.cpp's extension */
+        if (e->status) return -1;
+        if (schema) return schema_grammar(schema, "response_format.schema", r, e);
+        char err[G4_ERR_LEN];
+        static const char object[] = "{\"type\":\"object\",\"additionalProperties\":true}";
+        if (!(r->grammar = g4_json_schema_to_gbnf(object, sizeof object - 1, err)))
+            return oai_error_set(e, 500, "json_object: %s", err), -1;
+        return 0;
+    }
+    if (!strcmp(type->str, "json_schema")) {
+        const g4_json *spec = g4_json_get_type(rf, "json_schema", G4_JSON_OBJECT);
+        const g4_json *schema = spec ? g4_json_get_type(spec, "schema", G4_JSON_OBJECT) : NULL;
+        if (!schema) return oai_error_set(e, 400, "'response_format.json_schema.schema' must be an object"), -1;
+        return schema_grammar(schema, "response_format.json_schema.schema", r, e);
+    }
+    return oai_error_set(e, 400, "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\""), -1;
+}
+
+static int get_sampling(const g4_json *body, bool chat, const oai_model *m, oai_request *r, oai_error *e) {
+    double temp = r->sampling.temperature, top_p = r->sampling.top_p, min_p = r->sampling.min_p;
+    double presence = r->sampling.presence_penalty, frequency = r->sampling.frequency_penalty,
+           repeat = r->sampling.repeat_penalty;
+    int64_t top_k = r->sampling.top_k, seed = -1, max_tokens = -1, n = 1, last_n = r->sampling.penalty_last_n;
     if (get_number(body, "temperature", 0, 2, &temp, e) || get_number(body, "top_p", 0, 1, &top_p, e) ||
         get_number(body, "min_p", 0, 1, &min_p, e) || get_int(body, "top_k", 0, INT32_MAX, &top_k, e) ||
-        get_int(body, "seed", -1, INT64_MAX, &seed, e) || get_int(body, "n", 1, 1, &n, e) ||
-        get_number(body, "presence_penalty", -2, 2, &ignored, e) ||
-        get_number(body, "frequency_penalty", -2, 2, &ignored, e) ||
+        get_int(body, "seed", -1, INT64_MAX, &seed, e) || get_int(body, "n", 1, OAI_MAX_N, &n, e) ||
+        get_number(body, "presence_penalty", -2, 2, &presence, e) ||
+        get_number(body, "frequency_penalty", -2, 2, &frequency, e) ||
+        get_number(body, "repeat_penalty", 0, 10, &repeat, e) ||
+        get_int(body, "repeat_last_n", -1, INT32_MAX, &last_n, e) ||
         get_int(body, "max_tokens", 1, INT32_MAX, &max_tokens, e) ||
-        get_int(body, "max_completion_tokens", 1, INT32_MAX, &max_tokens, e))
+        get_int(body, "max_completion_tokens", 1, INT32_MAX, &max_tokens, e) || get_logit_bias(body, m, r, e) ||
+        get_logprobs(body, chat, r, e) || get_constraint(body, r, e))
         return -1;
     r->sampling.temperature = (float)temp;
     r->sampling.top_p = (float)top_p;
     r->sampling.min_p = (float)min_p;
     r->sampling.top_k = (int32_t)top_k;
+    r->sampling.presence_penalty = (float)presence;
+    r->sampling.frequency_penalty = (float)frequency;
+    r->sampling.repeat_penalty = (float)repeat;
+    r->sampling.penalty_last_n = (int32_t)last_n;
+    r->sampling.grammar = r->grammar;
+    r->n_choices = (int32_t)n;
     if (seed >= 0) r->sampling.seed = (uint64_t)seed; /* else the caller's: random */
     r->max_tokens = (int32_t)max_tokens;
+    return 0;
+}
+
+/* Fields of OpenAI's and llama-server's APIs this server does not honour:
+ * a request that sets one is refused, never answered as if it had. */
+static int refuse_unsupported(const g4_json *body, oai_error *e) {
+    static const char *const fields[] = {"echo", "best_of", "suffix", "logit_bias_tokens", "functions", "function_call",
+                                         "audio", "modalities", "prediction", "web_search_options", "n_probs",
+                                         "mirostat", "typical_p", "dry_multiplier", "xtc_probability",
+                                         "tfs_z", "dynatemp_range", "parallel_tool_calls"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const g4_json *v = g4_json_get(body, fields[i]);
+        /* the neutral values clients send by default are fine */
+        if (!v || v->type == G4_JSON_NULL || (v->type == G4_JSON_BOOL && !v->boolean) ||
+            (v->type == G4_JSON_NUMBER && v->number == 0 && strcmp(fields[i], "best_of")) ||
+            (!strcmp(fields[i], "best_of") && v->type == G4_JSON_NUMBER && v->number == 1) ||
+            (!strcmp(fields[i], "parallel_tool_calls") && v->type == G4_JSON_BOOL))
+            continue;
+        return oai_error_set(e, 400, "'%s' is not supported", fields[i]), -1;
+    }
     return 0;
 }
 
@@ -460,14 +613,15 @@ int oai_parse_request(const char *body, size_t len, bool chat, const oai_model *
     }
     const g4_json *opts = get_typed(doc, "stream_options", G4_JSON_OBJECT, e);
     if (e->status || get_bool(doc, "stream", &r->stream, e) || get_bool(opts, "include_usage", &r->include_usage, e) ||
-        get_bool(doc, "ignore_eos", &r->ignore_eos, e) || get_sampling(doc, r, e) || get_stop(doc, r, e))
+        get_bool(doc, "ignore_eos", &r->ignore_eos, e) || refuse_unsupported(doc, e) || get_sampling(doc, chat, m, r, e) ||
+        get_stop(doc, r, e))
         goto done;
-    const g4_json *logprobs = g4_json_get(doc, "logprobs");
-    if (logprobs && !(logprobs->type == G4_JSON_NULL || (logprobs->type == G4_JSON_BOOL && !logprobs->boolean))) {
-        oai_error_set(e, 400, "'logprobs' is not supported");
+    if (chat ? oai_render_chat(doc, m, r, e) : get_prompt(doc, m, r, e)) goto done;
+    if (r->forced && r->grammar) { /* the call has its own syntax, which a grammar for the answer would break */
+        oai_error_set(e, 400, "a forced tool call ('tool_choice') cannot be combined with 'response_format', "
+                              "'grammar' or 'json_schema'");
         goto done;
     }
-    if (chat ? oai_render_chat(doc, m, r, e) : get_prompt(doc, m, r, e)) goto done;
     rc = 0;
 done:
     g4_json_free(doc);
@@ -476,6 +630,8 @@ done:
 
 void oai_request_free(oai_request *r) {
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->bias);
+    free(r->grammar);
     for (int i = 0; i < r->n_call_fns; i++) free(r->call_fns[i]);
     free(r->call_fns);
     free(r->forced);
@@ -532,27 +688,162 @@ static void write_tool_calls(jw *w, const oai_meta *meta, const g4_chat_output *
     jw_cstr(w, "]");
 }
 
-void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const char *text, size_t len,
-                        const char *finish, const oai_usage *u) {
-    write_head(w, r, meta, false);
-    if (!r->chat) {
-        jw_cstr(w, ",\"choices\":[{\"index\":0,\"text\":");
-        jw_str(w, text, len);
-        jw_printf(w, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],", finish);
-    } else {
-        g4_chat_output out;
-        char err[G4_ERR_LEN];
-        bool parsed = g4_chat_parse_output(text, len, r->starts_in_thought, &out, err) == 0;
-        jw_cstr(w, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-        if (!parsed) jw_str(w, text, len); /* not Gemma 4 syntax: the text as it came */
-        else if (out.n_calls && !*out.content) jw_cstr(w, "null");
-        else jw_qstr(w, out.content);
-        if (parsed && *out.reasoning) jw_cstr(w, ",\"reasoning_content\":"), jw_qstr(w, out.reasoning);
-        if (parsed && out.n_calls) jw_cstr(w, ","), write_tool_calls(w, meta, &out, false);
-        jw_printf(w, "},\"finish_reason\":\"%s\"}],",
-                  parsed && out.n_calls && !strcmp(finish, "stop") ? "tool_calls" : finish);
-        g4_chat_output_free(&out);
+void oai_logprobs_push(oai_logprobs *l, const oai_token_logprob *t, size_t n) {
+    if (l->oom || !n) return;
+    if (l->n + n > l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        while (cap < l->n + n) cap *= 2;
+        oai_token_logprob *g = realloc(l->v, cap * sizeof *g);
+        if (!g) return (void)(l->oom = true);
+        l->v = g, l->cap = cap;
     }
+    memcpy(l->v + l->n, t, n * sizeof *t);
+    l->n += n;
+}
+
+void oai_logprobs_free(oai_logprobs *l) {
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* The text of token id as the answer shows it (chat: with control tokens). */
+typedef struct piece_buf {
+    char *s;
+    size_t cap, len;
+} piece_buf;
+
+static void piece_of(const oai_request *r, const oai_meta *meta, int32_t id, piece_buf *b) {
+    b->len = 0;
+    if (!meta->vocab) return;
+    if (!b->s) b->cap = g4_vocab_max_piece(meta->vocab) + 1, b->s = malloc(b->cap);
+    size_t n = b->s ? g4_token_to_piece(meta->vocab, id, r->chat, b->s, b->cap) : 0;
+    b->len = n <= b->cap ? n : 0;
+}
+
+/* {"token":..,"logprob":..,"bytes":[..]} of OpenAI's chat logprobs */
+static void write_chat_token(jw *w, const oai_request *r, const oai_meta *meta, const gemma4_logprob *t, piece_buf *b) {
+    piece_of(r, meta, t->token, b);
+    jw_cstr(w, "{\"id\":");
+    jw_printf(w, "%d,\"token\":", t->token);
+    jw_str(w, b->s ? b->s : "", b->len);
+    jw_cstr(w, ",\"logprob\":");
+    jw_num(w, t->logprob);
+    jw_cstr(w, ",\"bytes\":[");
+    for (size_t i = 0; i < b->len; i++) jw_printf(w, i ? ",%u" : "%u", (unsigned char)b->s[i]);
+    jw_cstr(w, "]");
+}
+
+/* The logprobs of tokens [from, to) of lp: chat's {"content":[...]}, or
+ * the completions' parallel arrays (text_offset counted from *offset, the
+ * bytes of the answer before token from). */
+static void write_logprobs(jw *w, const oai_request *r, const oai_meta *meta, const oai_logprobs *lp, size_t from,
+                           size_t to, size_t *offset) {
+    piece_buf b = {0};
+    if (r->chat) {
+        jw_cstr(w, "{\"content\":[");
+        for (size_t i = from; i < to; i++) {
+            const oai_token_logprob *t = &lp->v[i];
+            if (i > from) jw_cstr(w, ",");
+            write_chat_token(w, r, meta, &t->tok, &b);
+            jw_cstr(w, ",\"top_logprobs\":[");
+            for (int32_t k = 0; k < t->n_top; k++) {
+                if (k) jw_cstr(w, ",");
+                write_chat_token(w, r, meta, &t->top[k], &b);
+                jw_cstr(w, "}");
+            }
+            jw_cstr(w, "]}");
+        }
+        jw_cstr(w, "],\"refusal\":null}");
+    } else {
+        jw_cstr(w, "{\"tokens\":[");
+        for (size_t i = from; i < to; i++) {
+            piece_of(r, meta, lp->v[i].tok.token, &b);
+            if (i > from) jw_cstr(w, ",");
+            jw_str(w, b.s ? b.s : "", b.len);
+        }
+        jw_cstr(w, "],\"token_logprobs\":[");
+        for (size_t i = from; i < to; i++) {
+            if (i > from) jw_cstr(w, ",");
+            jw_num(w, lp->v[i].tok.logprob);
+        }
+        jw_cstr(w, "],\"top_logprobs\":[");
+        for (size_t i = from; i < to; i++) {
+            const oai_token_logprob *t = &lp->v[i];
+            jw_cstr(w, i > from ? ",{" : "{");
+            for (int32_t k = 0; k < t->n_top; k++) {
+                piece_of(r, meta, t->top[k].token, &b);
+                if (k) jw_cstr(w, ",");
+                jw_str(w, b.s ? b.s : "", b.len);
+                jw_cstr(w, ":");
+                jw_num(w, t->top[k].logprob);
+            }
+            jw_cstr(w, "}");
+        }
+        jw_cstr(w, "],\"text_offset\":[");
+        for (size_t i = from; i < to; i++) {
+            piece_of(r, meta, lp->v[i].tok.token, &b);
+            jw_printf(w, i > from ? ",%zu" : "%zu", *offset);
+            *offset += b.len;
+        }
+        jw_cstr(w, "]}");
+    }
+    free(b.s);
+}
+
+/* Where a tool call that max_tokens cut off begins in text[0..len), or NULL:
+ * the parser drops it, so the answer says so instead of losing it quietly. */
+static const char *cut_call(const char *text, size_t len, const char *finish) {
+    static const char open[] = "<|tool_call>", close[] = "<tool_call|>";
+    if (!finish || strcmp(finish, "length")) return NULL;
+    const char *last = NULL;
+    for (const char *p = text; (p = memmem(p, len - (size_t)(p - text), open, sizeof open - 1)); p += sizeof open - 1)
+        last = p;
+    if (!last || memmem(last, len - (size_t)(last - text), close, sizeof close - 1)) return NULL;
+    return last;
+}
+
+/* The notice of a cut-off call: "partial_tool_call":..,"notice":.. */
+static void write_cut_call(jw *w, const char *call, const char *end) {
+    jw_cstr(w, "\"partial_tool_call\":");
+    jw_str(w, call, (size_t)(end - call));
+    jw_cstr(w, ",\"notice\":\"max_tokens ended the answer inside a tool call: the call is incomplete, so it is not in "
+               "tool_calls; its text is in partial_tool_call\"");
+}
+
+void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const oai_choice *c, int n,
+                        const oai_usage *u) {
+    write_head(w, r, meta, false);
+    jw_cstr(w, ",\"choices\":[");
+    for (int i = 0; i < n; i++) {
+        const char *text = c[i].text, *finish = c[i].finish;
+        const size_t len = c[i].len;
+        jw_printf(w, "%s{\"index\":%d,", i ? "," : "", i);
+        if (!r->chat) {
+            jw_cstr(w, "\"text\":");
+            jw_str(w, text, len);
+        } else {
+            g4_chat_output out;
+            char err[G4_ERR_LEN];
+            bool parsed = g4_chat_parse_output(text, len, r->starts_in_thought, &out, err) == 0;
+            const char *cut = parsed ? cut_call(text, len, finish) : NULL;
+            jw_cstr(w, "\"message\":{\"role\":\"assistant\",\"content\":");
+            if (!parsed) jw_str(w, text, len); /* not Gemma 4 syntax: the text as it came */
+            else if ((out.n_calls || cut) && !*out.content) jw_cstr(w, "null");
+            else jw_qstr(w, out.content);
+            if (parsed && *out.reasoning) jw_cstr(w, ",\"reasoning_content\":"), jw_qstr(w, out.reasoning);
+            if (parsed && out.n_calls) jw_cstr(w, ","), write_tool_calls(w, meta, &out, false);
+            if (cut) jw_cstr(w, ","), write_cut_call(w, cut, text + len);
+            jw_cstr(w, "}");
+            if (parsed && out.n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
+            g4_chat_output_free(&out);
+        }
+        jw_cstr(w, ",\"logprobs\":");
+        size_t offset = 0;
+        if (r->logprobs && c[i].lp) write_logprobs(w, r, meta, c[i].lp, 0, c[i].lp->n, &offset);
+        else jw_cstr(w, "null");
+        jw_printf(w, ",\"finish_reason\":\"%s\"}", finish);
+    }
+    jw_cstr(w, "],");
     write_usage(w, u);
     jw_cstr(w, ",");
     write_timings(w, u);
@@ -560,19 +851,30 @@ void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const
 }
 
 /* One SSE event: head, the choice written by the caller, tail. */
-static void chunk_begin(jw *w, const oai_request *r, const oai_meta *meta) {
+static void chunk_begin(jw *w, const oai_request *r, const oai_meta *meta, int index) {
     jw_cstr(w, "data: ");
     write_head(w, r, meta, true);
-    jw_cstr(w, ",\"choices\":[{\"index\":0,");
+    jw_printf(w, ",\"choices\":[{\"index\":%d,", index);
 }
 
-static void delta(jw *w, const oai_request *r, const oai_meta *meta, const char *field, const char *s, size_t n) {
+/* The logprobs member of a chunk: the tokens not sent yet, or null. */
+static void chunk_logprobs(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const oai_choice *c) {
+    jw_cstr(w, ",\"logprobs\":");
+    if (!r->logprobs || !c->lp || c->lp->n == st->sent_logprobs) return jw_cstr(w, "null");
+    write_logprobs(w, r, meta, c->lp, st->sent_logprobs, c->lp->n, &st->lp_offset);
+    st->sent_logprobs = c->lp->n;
+}
+
+static void delta(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const oai_choice *c,
+                  const char *field, const char *s, size_t n) {
     if (!n) return;
-    chunk_begin(w, r, meta);
+    chunk_begin(w, r, meta, st->index);
     if (r->chat) jw_printf(w, "\"delta\":{\"%s\":", field);
     else jw_cstr(w, "\"text\":");
     jw_str(w, s, n);
-    jw_cstr(w, r->chat ? "},\"finish_reason\":null}]}\n\n" : ",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    if (r->chat) jw_cstr(w, "}");
+    chunk_logprobs(w, st, r, meta, c);
+    jw_cstr(w, ",\"finish_reason\":null}]}\n\n");
 }
 
 /* Text up to a tail that may be the start of a Gemma 4 marker, which would
@@ -590,18 +892,20 @@ static size_t stable_len(const char *text, size_t len) {
     return len - hold;
 }
 
-void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const char *text,
-                      size_t len, const char *finish, const oai_usage *u) {
+void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const oai_choice *c,
+                      const oai_usage *u) {
+    const char *text = c->text, *finish = c->finish;
+    size_t len = c->len;
     if (r->chat && !finish) len = stable_len(text, len);
     g4_chat_output out = {0};
     bool have_out = false;
     if (!r->chat) {
-        delta(w, r, meta, "text", text + st->sent_content, len - st->sent_content);
+        delta(w, st, r, meta, c, "text", text + st->sent_content, len - st->sent_content);
         st->sent_content = len;
     } else {
         if (!st->started) {
-            chunk_begin(w, r, meta);
-            jw_cstr(w, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n");
+            chunk_begin(w, r, meta, st->index);
+            jw_cstr(w, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
             st->started = true;
         }
         char err[G4_ERR_LEN];
@@ -613,8 +917,8 @@ void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_met
         if (have_out) {
             size_t nr = strlen(out.reasoning), nc = strlen(out.content);
             if (nr > st->sent_reasoning)
-                delta(w, r, meta, "reasoning_content", out.reasoning + st->sent_reasoning, nr - st->sent_reasoning);
-            if (nc > st->sent_content) delta(w, r, meta, "content", out.content + st->sent_content, nc - st->sent_content);
+                delta(w, st, r, meta, c, "reasoning_content", out.reasoning + st->sent_reasoning, nr - st->sent_reasoning);
+            if (nc > st->sent_content) delta(w, st, r, meta, c, "content", out.content + st->sent_content, nc - st->sent_content);
             if (nr > st->sent_reasoning) st->sent_reasoning = nr;
             if (nc > st->sent_content) st->sent_content = nc;
         }
@@ -622,26 +926,35 @@ void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_met
     if (finish) {
         bool calls = have_out && out.n_calls;
         if (calls) {
-            chunk_begin(w, r, meta);
+            chunk_begin(w, r, meta, st->index);
             jw_cstr(w, "\"delta\":{");
             write_tool_calls(w, meta, &out, true);
-            jw_cstr(w, "},\"finish_reason\":null}]}\n\n");
+            jw_cstr(w, "}");
+            chunk_logprobs(w, st, r, meta, c);
+            jw_cstr(w, ",\"finish_reason\":null}]}\n\n");
         }
-        chunk_begin(w, r, meta);
-        jw_printf(w, "%s\"finish_reason\":\"%s\"}],", r->chat ? "\"delta\":{}," : "\"text\":\"\",\"logprobs\":null,",
-                  calls && !strcmp(finish, "stop") ? "tool_calls" : finish);
+        chunk_begin(w, r, meta, st->index);
+        const char *cut = r->chat ? cut_call(text, c->len, finish) : NULL;
+        if (!r->chat) jw_cstr(w, "\"text\":\"\"");
+        else if (cut) jw_cstr(w, "\"delta\":{"), write_cut_call(w, cut, text + c->len), jw_cstr(w, "}");
+        else jw_cstr(w, "\"delta\":{}");
+        chunk_logprobs(w, st, r, meta, c); /* those of tokens whose text was held back or cut */
+        jw_printf(w, ",\"finish_reason\":\"%s\"}],", calls && !strcmp(finish, "stop") ? "tool_calls" : finish);
         write_timings(w, u); /* on the last chunk, as llama-server does */
         jw_cstr(w, "}\n\n");
-        if (r->include_usage) {
-            jw_cstr(w, "data: ");
-            write_head(w, r, meta, true);
-            jw_cstr(w, ",\"choices\":[],");
-            write_usage(w, u);
-            jw_cstr(w, "}\n\n");
-        }
-        jw_cstr(w, "data: [DONE]\n\n");
     }
     g4_chat_output_free(&out);
+}
+
+void oai_write_stream_end(jw *w, const oai_request *r, const oai_meta *meta, const oai_usage *u) {
+    if (r->include_usage) {
+        jw_cstr(w, "data: ");
+        write_head(w, r, meta, true);
+        jw_cstr(w, ",\"choices\":[],");
+        write_usage(w, u);
+        jw_cstr(w, "}\n\n");
+    }
+    jw_cstr(w, "data: [DONE]\n\n");
 }
 
 /* ---------------------------------------------------------------- forced tool calls */

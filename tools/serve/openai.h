@@ -13,7 +13,10 @@
 #include "tokenizer/chat.h"
 #include "tools/json_write.h"
 
-#define OAI_MAX_STOP 16 /* stop strings per request */
+#define OAI_MAX_STOP 16        /* stop strings per request */
+#define OAI_MAX_N 16           /* choices per request ("n") */
+#define OAI_MAX_TOP_LOGPROBS 20 /* alternatives per token, as OpenAI allows */
+#define OAI_MAX_LOGIT_BIAS 1024 /* logit_bias entries */
 
 typedef struct oai_error {
     int status;       /* HTTP status */
@@ -30,6 +33,11 @@ typedef struct oai_request {
     char *stop[OAI_MAX_STOP];
     int n_stop;
     bool ignore_eos;            /* extension (llama-server): never stop at end of generation */
+    int32_t n_choices;          /* "n": answers sampled from the one prompt (seeds seed, seed + 1, ...) */
+    bool logprobs;              /* report each generated token's log-probability */
+    int32_t top_logprobs;       /* and that many of the most likely tokens at its step */
+    gemma4_logit_bias *bias;    /* what sampling.logit_bias points to (owned) */
+    char *grammar;              /* what sampling.grammar points to (owned): GBNF */
     char *prompt;               /* chat: the rendered conversation; completion: the text (NULL with ids) */
     g4_chat_span *marks;        /* chat: where the template's own markers lie in prompt (g4_chat_tokenize) */
     size_t n_marks;
@@ -50,6 +58,13 @@ typedef struct oai_model {
     gemma4_sampling sampling;
     bool empty_thought_channel;
     int32_t n_vocab;
+    const g4_vocab *vocab; /* token text for logprobs; the template's markers (NULL: ids only, in tests) */
+    /* The model's own chat template (tokenizer.chat_template, or
+     * --chat-template-file), NULL for the built-in Gemma 4 renderer; and
+     * --chat-template-kwargs (an object, or NULL), which a request's
+     * chat_template_kwargs override key by key. */
+    const g4_chat_template *tmpl;
+    const g4_json *kwargs;
 } oai_model;
 
 /* Parses a /v1/chat/completions (chat) or /v1/completions body. 0, or -1
@@ -78,26 +93,55 @@ typedef struct oai_meta {
     char id[48];
     long long created;
     const char *model;
+    const g4_vocab *vocab; /* token text for logprobs (NULL: empty) */
 } oai_meta;
 
-/* The answer as a whole. text: the generated text (chat: with control
+/* One generated token's log-probability (of the model's distribution,
+ * before sampler settings) and the most likely tokens at its step. */
+typedef struct oai_token_logprob {
+    gemma4_logprob tok;
+    int32_t n_top;
+    gemma4_logprob top[OAI_MAX_TOP_LOGPROBS];
+} oai_token_logprob;
+
+typedef struct oai_logprobs {
+    oai_token_logprob *v;
+    size_t n, cap;
+    bool oom;
+} oai_logprobs;
+void oai_logprobs_push(oai_logprobs *l, const oai_token_logprob *t, size_t n);
+void oai_logprobs_free(oai_logprobs *l);
+
+/* One answer of a request. text: the generated text (chat: with control
  * tokens, for the output parser). finish: "stop" or "length" ("stop"
  * becomes "tool_calls" when the model called tools). */
-void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const char *text, size_t len,
-                        const char *finish, const oai_usage *u);
+typedef struct oai_choice {
+    const char *text;
+    size_t len;
+    const char *finish;
+    const oai_logprobs *lp; /* with r->logprobs */
+} oai_choice;
 
-/* Streaming: what was already sent of the answer's parts. */
+/* The answer as a whole: n choices (r->n_choices). */
+void oai_write_response(jw *w, const oai_request *r, const oai_meta *meta, const oai_choice *c, int n,
+                        const oai_usage *u);
+
+/* Streaming: what was already sent of one choice's parts. */
 typedef struct oai_stream {
-    size_t sent_content, sent_reasoning;
+    int index; /* the choice */
+    size_t sent_content, sent_reasoning, sent_logprobs, lp_offset;
     bool started, parse_failed;
 } oai_stream;
 
-/* Appends to w the SSE events ("data: {...}\n\n") for the text generated
- * so far (text[0..len) as a whole, of which the part new since the last
- * call is sent). With finish set it is the last call: the rest, the tool
- * calls, the finish chunk, the usage chunk if asked for, and [DONE]. */
-void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const char *text,
-                      size_t len, const char *finish, const oai_usage *u);
+/* Appends to w the SSE events ("data: {...}\n\n") for choice c as
+ * generated so far (c->text[0..len) as a whole, of which the part new
+ * since the last call is sent, and the logprobs not sent yet). With
+ * c->finish set it is the choice's last call: the rest, the tool calls and
+ * its finish chunk (with u's timings). */
+void oai_write_stream(jw *w, oai_stream *st, const oai_request *r, const oai_meta *meta, const oai_choice *c,
+                      const oai_usage *u);
+/* After every choice's last call: the usage chunk if asked for, and [DONE]. */
+void oai_write_stream_end(jw *w, const oai_request *r, const oai_meta *meta, const oai_usage *u);
 
 /* Keeps a forced tool call well formed while it is generated: the model's
  * next token is checked against the call so far (Gemma 4 syntax, the name

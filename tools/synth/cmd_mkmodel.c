@@ -88,6 +88,9 @@ static int set_model_keys(g4_gguf_writer *w, const g4_shape *s, int ti, uint64_t
              g4_gguf_writer_set_u32(w, K("rope.dimension_count"), (uint32_t)s->head_dim_full, err) ||
              g4_gguf_writer_set_u32(w, K("rope.dimension_count_swa"),
                                  (uint32_t)((double)s->head_dim_swa * s->partial_rotary_swa), err);
+    if (!rc && s->n_suppress)
+        rc = g4_gguf_writer_set_arr(w, "tokenizer.ggml.suppress_tokens", GGUF_TYPE_INT32, s->suppress_tokens,
+                                    (uint64_t)s->n_suppress, err);
     if (!rc && s->n_expert)
         rc = g4_gguf_writer_set_u32(w, K("expert_count"), (uint32_t)s->n_expert, err) ||
              g4_gguf_writer_set_u32(w, K("expert_used_count"), (uint32_t)s->n_expert_used, err) ||

@@ -39,6 +39,15 @@ static const g4_shape presets[] = {
     {.name = "31b", REAL_COMMON, .n_embd = 5376, .n_layer = 60, .full_period = 6, .n_head = 32,
      .n_head_kv_swa = 16, .n_head_kv_full = 4, .n_ff = 21504, .k_eq_v_full = true, .n_swa = 1024,
      .context_length = 262144},
+    /* 12B "Unified": the 31B's layer at 3840 wide, 8 full layers with one
+     * KV head (docs/architecture.md §2; its config is known from copies
+     * only). Its generation config suppresses some tokens, which the
+     * converter writes as tokenizer.ggml.suppress_tokens; the real list is
+     * not published with the shape, so pad, unknown and mask (0, 3, 4),
+     * which no text should contain, stand in for it. */
+    {.name = "12b", REAL_COMMON, .n_embd = 3840, .n_layer = 48, .full_period = 6, .n_head = 16,
+     .n_head_kv_swa = 8, .n_head_kv_full = 1, .n_ff = 15360, .k_eq_v_full = true, .n_swa = 1024,
+     .context_length = 262144, .suppress_tokens = {0, 3, 4}, .n_suppress = 3},
     {.name = "tiny-e2b", TINY_COMMON, .n_layer = 5, .layer_types = "SSFSF", .full_period = 3,
      .n_kv_shared = 2, .n_head_kv_swa = 1, .n_head_kv_full = 1, .n_ff = 256, .double_wide_mlp = true,
      .n_embd_per_layer = 32, .seed = 1001},
@@ -54,7 +63,7 @@ static const struct {
 } aliases[] = {{"moe-full", "26b-a4b"}, {"e2b-full", "e2b"}, {"e4b-full", "e4b"}, {"dense-full", "31b"}};
 
 const char *g4_shape_preset_names(void) {
-    return "e2b e4b 26b-a4b (moe-full) 31b tiny-e2b tiny-moe tiny-dense";
+    return "e2b e4b 26b-a4b (moe-full) 31b 12b tiny-e2b tiny-moe tiny-dense";
 }
 
 /* Layer l is full iff l % p == p-1; the last layer is always full. */
@@ -78,7 +87,7 @@ int g4_shape_preset(const char *name, g4_shape *s, char *err) {
     return -1;
 }
 
-enum field_kind { F_I32, F_F32, F_BOOL, F_TYPES };
+enum field_kind { F_I32, F_F32, F_BOOL, F_TYPES, F_IDS };
 
 static const struct {
     const char *name;
@@ -94,7 +103,7 @@ static const struct {
     FIELD(F_I32, n_expert_used), FIELD(F_I32, n_ff_exp), FIELD(F_I32, n_swa), FIELD(F_F32, rope_base_full),
     FIELD(F_F32, rope_base_swa), FIELD(F_F32, partial_rotary_full), FIELD(F_F32, partial_rotary_swa),
     FIELD(F_F32, final_logit_softcapping), FIELD(F_F32, rms_eps), FIELD(F_BOOL, layer_out_scale),
-    FIELD(F_BOOL, fast_weights),
+    FIELD(F_BOOL, fast_weights), FIELD(F_IDS, suppress_tokens),
 #undef FIELD
 };
 
@@ -129,6 +138,20 @@ int g4_shape_set(g4_shape *s, const char *assignment, char *err) {
             memcpy(dst, &t, sizeof t);
             return 0;
         }
+        case F_IDS: { /* "0,3,4"; "" for none */
+            int32_t ids[G4_SHAPE_MAX_SUPPRESS], n = 0;
+            const char *at = v;
+            while (*at && n < G4_SHAPE_MAX_SUPPRESS) {
+                long x = strtol(at, &end, 10);
+                if (end == at || errno || x < 0 || x > INT32_MAX || (*end && *end != ',') || (*end && !end[1])) break;
+                ids[n++] = (int32_t)x;
+                at = *end ? end + 1 : end;
+            }
+            if (*at) break;
+            memcpy(s->suppress_tokens, ids, (size_t)n * sizeof *ids);
+            s->n_suppress = n;
+            return 0;
+        }
         case F_TYPES: {
             size_t n = strlen(v);
             if (n == 0 || n > G4_SHAPE_MAX_LAYERS || strspn(v, "SF") != n) break;
@@ -138,7 +161,8 @@ int g4_shape_set(g4_shape *s, const char *assignment, char *err) {
         }
         }
         static const char *const want[] = {"a non-negative integer", "a number", "true or false",
-                                           "a string of S and F (one per layer)"};
+                                           "a string of S and F (one per layer)",
+                                           "a comma-separated list of at most 16 token ids"};
         snprintf(err, G4_ERR_LEN, "mkmodel: --set %.*s: '%s' is not %s", (int)klen, assignment, v,
                  want[fields[i].kind]);
         return -1;
@@ -176,6 +200,8 @@ int g4_shape_finalize(g4_shape *s, char *err) {
         if (s->layer_types[nkv - 2] != 'S' || s->layer_types[nkv - 1] != 'F')
             return bad(err, "the last two layers with KV (n_layer - n_kv_shared - 2, -1) must be S and F", s);
     }
+    for (int i = 0; i < s->n_suppress; i++)
+        if (s->suppress_tokens[i] >= s->vocab_size) return bad(err, "suppress_tokens must be ids below vocab_size", s);
     if (s->n_expert && (s->n_expert_used < 1 || s->n_expert_used > s->n_expert || s->n_ff_exp < 1))
         return bad(err, "MoE needs 1 <= n_expert_used <= n_expert and n_ff_exp > 0", s);
     return 0;

@@ -1,4 +1,4 @@
-/* Gemma 4 model shapes for the synthetic model writer: the presets (the four
+/* Gemma 4 model shapes for the synthetic model writer: the presets (the five
  * released sizes and the three small fixture shapes), "--set KEY=VALUE"
  * overrides, validation, and the tensor list a shape implies (names, ggml ne,
  * how each tensor is initialised) with the per-tensor weight type rule. */
@@ -11,6 +11,7 @@
 #include "kernels/formats.h"
 
 #define G4_SHAPE_MAX_LAYERS 256
+#define G4_SHAPE_MAX_SUPPRESS 16
 
 typedef struct g4_shape {
     char name[32];
@@ -29,6 +30,10 @@ typedef struct g4_shape {
     float final_logit_softcapping, rms_eps;
     bool layer_out_scale;
     bool fast_weights;    /* random quantized blocks instead of quantized random floats */
+    /* tokenizer.ggml.suppress_tokens (12B "Unified" files): ids the sampler
+     * must never pick; the key is written only when there are some */
+    int32_t suppress_tokens[G4_SHAPE_MAX_SUPPRESS];
+    int32_t n_suppress;
     uint64_t seed;        /* default seed (the fixture's, for the small presets) */
 } g4_shape;
 
