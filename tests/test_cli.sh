@@ -303,6 +303,12 @@ for m in dense e2b moe; do
     cmp -s "$T/p3" "$T/s3"; check "$m: -md (aligned drafter), greedy: the same text" $?
     grep -q "^drafts: [1-9][0-9]* of" "$T/spec.err"; check "$m: the aligned drafter has guesses kept ($(tail -n 1 "$T/spec.err"))" $?
 done
+# chat: two turns, the second resuming the cache the first left (drafts included)
+printf 'hello\nagain\n' | "$BIN" chat -m "$FX/dense_f32.gguf" -n 30 --temp 0 -ctk f32 -ctv f32 > "$T/c1" 2> /dev/null
+printf 'hello\nagain\n' | "$BIN" chat -m "$FX/dense_f32.gguf" -md tests/data/mtp/dense_align.gguf -n 30 --temp 0 \
+    -ctk f32 -ctv f32 > "$T/c2" 2> "$T/c2.err"
+[ -s "$T/c1" ] && cmp -s "$T/c1" "$T/c2"; check "chat -md, two turns: the same text" $?
+grep -q "^drafts: [1-9][0-9]* of" "$T/c2.err"; check "chat -md keeps drafts ($(tail -n 1 "$T/c2.err"))" $?
 "$BIN" run -m "$FX/dense_f32.gguf" -md tests/data/mtp/e2b_align.gguf -p hi -n 3 > /dev/null 2> "$T/mismatch.err"
 rc=$?; [ "$rc" -ne 0 ] && grep -q "e2b_align.gguf: .*target" "$T/mismatch.err"
 check "a drafter made for another target is refused, naming the file (exit $rc)" $?
