@@ -10,7 +10,7 @@ ALL_CFLAGS = $(CFLAGS) -std=c11 -Wall -Wextra -Wvla -D_GNU_SOURCE -I.
 LDLIBS  += -lpthread -lm
 BUILD   ?= build
 RUN     ?=
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 30
 
 ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
 
