@@ -230,12 +230,15 @@ typedef struct gemma4_sampling {
      * end. Needs gemma4_sampler_init (the model's vocabulary). */
     const char *grammar;
     const char *grammar_root; /* the start rule; NULL = "root" */
+    /* Never sample an end-of-generation token (llama.cpp's ignore_eos):
+     * they join the suppressed tokens. Needs gemma4_sampler_init. */
+    bool ignore_eos;
 } gemma4_sampling;
 
 gemma4_sampling gemma4_sampling_defaults(const gemma4_model *m);
 typedef struct gemma4_sampler gemma4_sampler;
-/* Without a model: no grammar (NULL if p->grammar is set), no suppressed
- * tokens. NULL for settings no chain can honour. */
+/* Without a model: no grammar, no ignore_eos (NULL if either is set), no
+ * suppressed tokens. NULL for settings no chain can honour. */
 gemma4_sampler *gemma4_sampler_new(const gemma4_sampling *p, int32_t n_vocab);
 /* With the model: a grammar, and the model's tokenizer.ggml.suppress_tokens,
  * which are never sampled. NULL with err set (a grammar error names its

@@ -270,7 +270,7 @@ static gemma4_sampler *sampler_create(const gemma4_sampling *p, int32_t n_vocab,
 }
 
 gemma4_sampler *gemma4_sampler_new(const gemma4_sampling *p, int32_t n_vocab) {
-    if (!p || n_vocab <= 0 || p->grammar || !settings_valid(p) || bad_bias(p, n_vocab) >= 0) return NULL;
+    if (!p || n_vocab <= 0 || p->grammar || p->ignore_eos || !settings_valid(p) || bad_bias(p, n_vocab) >= 0) return NULL;
     return sampler_create(p, n_vocab, NULL, 0, false);
 }
 
@@ -342,7 +342,17 @@ gemma4_sampler *gemma4_sampler_init(const gemma4_model *m, const gemma4_sampling
         return NULL;
     }
     if (read_suppress(m, &suppress, &n_suppress, err)) return NULL;
+    int32_t *banned = NULL; /* ignore_eos: the model's suppressed tokens and every end-of-generation one */
+    if (p->ignore_eos) {
+        if (!(banned = malloc(((size_t)n_suppress + (size_t)n_vocab) * sizeof *banned)))
+            return g4_error(err, NULL, "sampler: out of memory for a vocabulary of %d", n_vocab), NULL;
+        if (n_suppress) memcpy(banned, suppress, (size_t)n_suppress * sizeof *banned);
+        for (int32_t id = 0; id < n_vocab; id++)
+            if (gemma4_token_is_eog(m, id)) banned[n_suppress++] = id;
+        suppress = banned;
+    }
     gemma4_sampler *s = sampler_create(p, n_vocab, suppress, n_suppress, p->grammar != NULL);
+    free(banned);
     if (!s) {
         g4_error(err, NULL, "sampler: out of memory for a vocabulary of %d", n_vocab);
         return NULL;

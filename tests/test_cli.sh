@@ -303,6 +303,13 @@ for m in dense e2b moe; do
     cmp -s "$T/p3" "$T/s3"; check "$m: -md (aligned drafter), greedy: the same text" $?
     grep -q "^drafts: [1-9][0-9]* of" "$T/spec.err"; check "$m: the aligned drafter has guesses kept ($(tail -n 1 "$T/spec.err"))" $?
 done
+# --ignore-eos is a ban in the sampler, so it holds for drafted tokens too
+"$BIN" run -m "$FX/e2b_f32.gguf" -p "hello world" -n 80 --temp 0.7 -s 3 -ctk f32 -ctv f32 --ignore-eos > "$T/ie1" 2> "$T/ie1.err"
+"$BIN" run -m "$FX/e2b_f32.gguf" -p "hello world" -n 80 --temp 0.7 -s 3 -ctk f32 -ctv f32 --ignore-eos \
+    -md tests/data/mtp/e2b_align.gguf > "$T/ie2" 2> "$T/ie2.err"
+grep -q "^generated: 80 tokens" "$T/ie1.err" && grep -q "^generated: 80 tokens" "$T/ie2.err"
+check "--ignore-eos generates all 80 tokens, with and without -md" $?
+cmp -s "$T/ie1" "$T/ie2"; check "--ignore-eos with -md: the same text" $?
 # chat: two turns, the second resuming the cache the first left (drafts included)
 printf 'hello\nagain\n' | "$BIN" chat -m "$FX/dense_f32.gguf" -n 30 --temp 0 -ctk f32 -ctv f32 > "$T/c1" 2> /dev/null
 printf 'hello\nagain\n' | "$BIN" chat -m "$FX/dense_f32.gguf" -md tests/data/mtp/dense_align.gguf -n 30 --temp 0 \

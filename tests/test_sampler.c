@@ -1044,6 +1044,44 @@ static void test_grammar_distribution(void) {
     gemma4_model_free(m);
 }
 
+/* ignore_eos bans every end-of-generation token, however likely: here each
+ * in turn holds all the probability, and the draw must still avoid it. */
+static void test_ignore_eos(void) {
+    char path[1024], err[G4_ERR_LEN] = "";
+    snprintf(path, sizeof path, "%s/models/dense_f32.gguf", test_fixtures_dir());
+    if (access(path, R_OK)) {
+        SKIP("sampler ignore_eos", "%s not found (sh tests/fixtures.sh build/fixtures)", path);
+        return;
+    }
+    gemma4_model *m = gemma4_load(path, err);
+    CHECK(m != NULL, "%s", err);
+    if (!m) return;
+    const int32_t n = gemma4_n_vocab(m);
+    float *l = calloc((size_t)n, sizeof *l);
+    int n_eog = 0, picked_eog = 0;
+    gemma4_sampling p = gemma4_sampling_defaults(m);
+    p.ignore_eos = true;
+    CHECK(gemma4_sampler_new(&p, n) == NULL, "ignore_eos needs the model: gemma4_sampler_new refuses it");
+    for (int32_t id = 0; l && id < n; id++) {
+        if (!gemma4_token_is_eog(m, id)) continue;
+        n_eog++;
+        l[id] = 1e4f;
+        for (int greedy = 0; greedy < 2; greedy++) {
+            p.temperature = greedy ? 0.0f : 1.0f;
+            gemma4_sampler *s = gemma4_sampler_init(m, &p, err);
+            CHECK(s != NULL, "%s", err);
+            const int32_t got = s ? gemma4_sample(s, l) : -1;
+            picked_eog += got < 0 || gemma4_token_is_eog(m, got);
+            gemma4_sampler_free(s);
+        }
+        l[id] = 0;
+    }
+    CHECK(n_eog >= 2, "the model has %d end-of-generation tokens", n_eog);
+    CHECK(picked_eog == 0, "%d draws picked an end-of-generation token (or none) under ignore_eos", picked_eog);
+    free(l);
+    gemma4_model_free(m);
+}
+
 int main(void) {
     test_non_finite();
     test_greedy();
@@ -1067,5 +1105,6 @@ int main(void) {
     test_grammar();
     test_grammar_vocab_once();
     test_grammar_distribution();
+    test_ignore_eos();
     return test_summary("test_sampler");
 }

@@ -319,8 +319,6 @@ static int parse_args(const char *cmd, int argc, char **argv, opts *o, void (*us
     if (!!o->grammar + !!o->grammar_file + !!o->json_schema + !!o->json_schema_file > 1)
         return fprintf(stderr, "gemma4 %s: give one of --grammar, --grammar-file, --json-schema, --json-schema-file\n",
                        cmd), 2;
-    if (o->draft_model && o->ignore_eos) /* the drafts are verified by sampling, which --ignore-eos edits */
-        return fprintf(stderr, "gemma4 %s: -md and --ignore-eos cannot be combined\n", cmd), 2;
     if (o->draft_min > (o->draft_max ? o->draft_max : 8))
         return fprintf(stderr, "gemma4 %s: --draft-min is above --draft-max\n", cmd), 2;
     return 0;
@@ -353,9 +351,6 @@ typedef struct engine {
     int32_t draft_max;
     int32_t n_vocab, n_ctx, n_batch;
     float *logits;           /* of the last position fed */
-    int32_t *eog;            /* every end-of-generation id, masked by --ignore-eos */
-    int32_t n_eog;
-    bool ignore_eos;
     bool color;              /* generated text in colour (--color on a terminal) */
     bool verbose_prompt;
     /* Context shift: positions [0, keep) stay; each shift drops the older
@@ -379,7 +374,6 @@ static void engine_close(engine *e) {
     gemma4_session_free(e->s);
     gemma4_model_free(e->m);
     free(e->logits);
-    free(e->eog);
 }
 
 static int engine_open(engine *e, const char *cmd, const opts *o) {
@@ -408,6 +402,7 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
     p.seed = o->has_seed ? o->seed : (uint64_t)time(NULL);
     p.logit_bias = o->bias;
     p.n_logit_bias = o->n_bias;
+    p.ignore_eos = o->ignore_eos; /* the sampler never picks an end-of-generation token */
     /* the grammar: given, read from a file, or made from a JSON Schema */
     char *grammar_text = NULL, *schema_text = NULL;
     size_t len = 0;
@@ -432,11 +427,7 @@ static int engine_open(engine *e, const char *cmd, const opts *o) {
             return fprintf(stderr, "gemma4 %s: %s\n", cmd, err), -1;
     }
     e->logits = malloc((size_t)e->n_vocab * sizeof *e->logits);
-    e->eog = malloc((size_t)e->n_vocab * sizeof *e->eog);
-    if (!e->logits || !e->eog) return fprintf(stderr, "gemma4 %s: out of memory\n", cmd), -1;
-    for (int32_t id = 0; id < e->n_vocab; id++)
-        if (g4_vocab_is_eog(e->v, id)) e->eog[e->n_eog++] = id;
-    e->ignore_eos = o->ignore_eos;
+    if (!e->logits) return fprintf(stderr, "gemma4 %s: out of memory\n", cmd), -1;
     e->color = o->color && isatty(STDOUT_FILENO);
     e->verbose_prompt = o->verbose_prompt;
     e->context_shift = o->context_shift;
@@ -669,14 +660,12 @@ static int64_t generate(engine *e, int64_t max_new, stream *st, char *err) {
         if (at < n_next) {
             id = next[at++];
         } else {
-            if (e->ignore_eos)
-                for (int32_t i = 0; i < e->n_eog; i++) e->logits[e->eog[i]] = -INFINITY;
             id = gemma4_sample(e->smp, e->logits);
             n_next = at = 0;
         }
         if (id < 0)
             return snprintf(err, G4_ERR_LEN, "no token can be sampled: non-finite logits, or nothing the grammar allows"), -1;
-        if (!e->ignore_eos && g4_vocab_is_eog(e->v, id)) break;
+        if (g4_vocab_is_eog(e->v, id)) break; /* never sampled with --ignore-eos */
         n++;
         if (stream_token(st, id)) return snprintf(err, G4_ERR_LEN, "out of memory"), -1;
         if ((max_new >= 0 && n == max_new) || reverse_prompt_seen(e, st)) break;

@@ -53,7 +53,7 @@ struct srv {
     gemma4_session *sess;
     srv_params p;
     int32_t n_vocab;
-    int32_t *eog, n_eog; /* the end-of-generation ids (ignore_eos bans them) */
+    int32_t *eog, n_eog; /* the end-of-generation ids (a forced call bans them) */
     int32_t guard_top[GUARD_TOP]; /* a forced call's candidates, and their logits */
     float guard_fit[GUARD_TOP];
     unsigned char *first_byte; /* of each token's text (control tokens: 0, always checked) */
@@ -203,25 +203,15 @@ static srv_job *job_new(srv *s, const oai_request *r, const int32_t *ids, int32_
         ok = (j->stop[j->n_stop++] = strdup(r->stop[i])) != NULL;
         if (ok && strlen(r->stop[i]) > j->max_hold + 1) j->max_hold = strlen(r->stop[i]) - 1;
     }
-    /* ignore_eos: the end-of-generation tokens are banned (a bias of -inf),
-     * so the distribution sampled from is the model's without them */
+    /* ignore_eos: the sampler bans the end-of-generation tokens, so the
+     * distribution sampled from is the model's without them */
     gemma4_sampling sp = r->sampling;
-    gemma4_logit_bias *bias = NULL;
-    if (ok && r->ignore_eos) {
-        int32_t n_bias = sp.n_logit_bias;
-        ok = (bias = malloc(((size_t)n_bias + (size_t)s->n_eog) * sizeof *bias)) != NULL;
-        if (ok) {
-            if (n_bias) memcpy(bias, sp.logit_bias, (size_t)n_bias * sizeof *bias);
-            for (int32_t k = 0; k < s->n_eog; k++) bias[n_bias++] = (gemma4_logit_bias){s->eog[k], -INFINITY};
-            sp.logit_bias = bias, sp.n_logit_bias = n_bias;
-        }
-    }
-    if (!ok) return free(bias), job_free(j), oai_error_set(e, 500, "out of memory"), NULL;
+    sp.ignore_eos = r->ignore_eos;
+    if (!ok) return job_free(j), oai_error_set(e, 500, "out of memory"), NULL;
     memcpy(j->ids, ids, (size_t)n * sizeof *ids);
     sp.seed += (uint64_t)choice; /* each choice its own draws */
     char err[G4_ERR_LEN];
     j->smp = gemma4_sampler_init(s->m, &sp, err);
-    free(bias);
     if (!j->smp) return job_free(j), oai_error_set(e, 400, "%s", err), NULL;
     gemma4_sampler_accept(j->smp, ids, n); /* the prompt counts for the penalties, as in llama-server */
     jw_cstr(&j->text, "");
